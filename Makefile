@@ -1,0 +1,47 @@
+# alchemist: every entry point sets itself up first (a fresh clone needs only python3.11, make and npm).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+PROFILE ?= quick
+TABLE ?= all
+export ALCHEMIST_ROOT := $(CURDIR)
+
+.PHONY: setup demo test lab docs reproduce bench export clean-nbs check-nbs help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+# torch and torchvision are pinned inside settings.ini and so installed in the same pip call as the rest.
+$(STAMP): settings.ini setup.py
+	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=python3 ...'"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[dev]" 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (alchemist)" >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the package with its dev extras
+
+demo: $(STAMP)  ## smallest end-to-end job on the embedded synthetic corpus
+	$(BIN)/alchemist demo --profile smoke
+
+test: $(STAMP)  ## notebook tests (nbdev_test) then pytest; fails when no test ran
+	ALCHEMIST_PROGRESS=0 $(BIN)/nbdev_test --n_workers 2 --do_print
+	ALCHEMIST_PROGRESS=0 $(BIN)/pytest tests
+
+lab: $(STAMP)  ## JupyterLab on the project's kernel
+	$(BIN)/jupyter lab --notebook-dir=nbs
+
+docs: $(STAMP)  ## documentation site (nbdev_docs where Quarto exists, else HTML via nbconvert in _docs/)
+	$(BIN)/python scripts/build_docs.py
+
+reproduce: $(STAMP)  ## regenerate the paper tables: make reproduce PROFILE=quick|paper TABLE=all|T1|...
+	$(BIN)/alchemist reproduce --table $(TABLE) --profile $(PROFILE)
+
+bench: $(STAMP)  ## throughput benchmarks; figures go to reports/benchmarks/
+	$(BIN)/python scripts/bench_all.py
+
+export: $(STAMP)  ## notebooks -> alchemist/ package, then clean notebooks
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
