@@ -1,0 +1,98 @@
+"Habits that keep a notebook repo healthy: notebooks and package in sync, clean notebooks, importable modules."
+import ast, configparser, json, shutil, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+NBS = sorted(p for p in (ROOT/'nbs').rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts)
+MODULE_NBS = [p for p in NBS if p.parent == ROOT/'nbs' and p.name[:2].isdigit()]
+
+
+def _cfg():
+    c = configparser.ConfigParser(); c.read(ROOT/'settings.ini'); return c['DEFAULT']
+
+
+def test_notebooks_exist():
+    # nbdev_test exits 0 when it finds no notebook: make sure there is something to test
+    assert len(MODULE_NBS) >= 2, MODULE_NBS
+    assert (ROOT/'nbs'/'index.ipynb').exists()
+
+
+def test_settings_keep_papermill_tags():
+    assert _cfg()['allowed_cell_metadata_keys'].split() == ['tags']
+    assert _cfg()['lib_name'] == 'alchemist'
+
+
+def _copy_project(tmp_path):
+    for name in ('settings.ini', 'setup.py', 'README.md'): shutil.copy(ROOT/name, tmp_path/name)
+    shutil.copytree(ROOT/'nbs', tmp_path/'nbs', ignore=shutil.ignore_patterns('.ipynb_checkpoints'))
+    shutil.copytree(ROOT/'alchemist', tmp_path/'alchemist', ignore=shutil.ignore_patterns('__pycache__'))
+    return tmp_path
+
+
+def _tree(d: Path, pattern: str):
+    return {p.relative_to(d).as_posix(): p.read_text() for p in sorted(d.rglob(pattern)) if '__pycache__' not in p.parts}
+
+
+def test_export_leaves_no_diff(tmp_path):
+    "The package is in sync with the notebooks: nbdev_export in a copy changes nothing."
+    proj = _copy_project(tmp_path)
+    before = _tree(proj/'alchemist', '*.py')
+    subprocess.run([str(BIN/'nbdev_export')], cwd=proj, check=True, capture_output=True)
+    after = _tree(proj/'alchemist', '*.py')
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"nbdev_export changed {changed}: edit the notebook, then run nbdev_export and commit both"
+
+
+def test_no_orphan_modules():
+    "Every module in alchemist/ comes from a notebook (no leftovers of a renamed notebook)."
+    exported = set()
+    for nb in NBS:
+        for c in json.loads(nb.read_text())['cells']:
+            src = ''.join(c['source'])
+            if c['cell_type'] == 'code' and src.lstrip().startswith('#| default_exp'):
+                exported.add(src.split()[2].replace('.', '/') + '.py')
+    mods = {p.relative_to(ROOT/'alchemist').as_posix() for p in (ROOT/'alchemist').rglob('*.py')} - {'__init__.py', '_modidx.py'}
+    assert mods <= exported, f"modules without a notebook: {sorted(mods - exported)}"
+
+
+def test_notebooks_clean(tmp_path):
+    "nbdev_clean leaves no diff, and keeps papermill's 'parameters' tag."
+    proj = _copy_project(tmp_path)
+    before = _tree(proj/'nbs', '*.ipynb')
+    subprocess.run([str(BIN/'nbdev_clean')], cwd=proj, check=True, capture_output=True)
+    after = _tree(proj/'nbs', '*.ipynb')
+    changed = sorted(k for k in before if before[k] != after[k])
+    assert not changed, f"run nbdev_clean and commit: {changed}"
+    for k, text in after.items():
+        if k.startswith('experiments/'):
+            tags = [t for c in json.loads(text)['cells'] for t in c.get('metadata', {}).get('tags', [])]
+            assert 'parameters' in tags, f"{k} lost its papermill 'parameters' tag"
+
+
+def _modules():
+    return sorted('alchemist.' + p.stem for p in (ROOT/'alchemist').glob('*.py') if not p.stem.startswith('_'))
+
+
+@pytest.mark.parametrize('mod', _modules())
+def test_module_imports_in_fresh_interpreter(mod):
+    "Exported code must not lean on notebook globals: each module imports on its own."
+    r = subprocess.run([sys.executable, '-c', f'import {mod}'], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _directive_free(src: str) -> str:
+    return '\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('#|', '%', '!')))
+
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.relative_to(ROOT/'nbs').as_posix())
+def test_imports_in_their_own_cells(nb):
+    "A cell that imports does nothing else (nbdev style: imports are easy to find and re-run)."
+    for i, c in enumerate(json.loads(nb.read_text())['cells']):
+        if c['cell_type'] != 'code': continue
+        try: tree = ast.parse(_directive_free(''.join(c['source'])))
+        except SyntaxError: continue
+        kinds = [isinstance(s, (ast.Import, ast.ImportFrom)) for s in tree.body]
+        if any(kinds): assert all(kinds), f"{nb.name} cell {i} mixes imports with other code:\n{''.join(c['source'])[:300]}"
