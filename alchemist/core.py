@@ -19,7 +19,7 @@ __all__ = ['PROFILES', 'ConfigError', 'config_from_dict', 'config_to_dict', 'upd
 # %% ../nbs/00_core.ipynb #77427ce5
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain bars: tqdm.auto needs ipywidgets in notebooks
 
 # %% ../nbs/00_core.ipynb #16f11650
 class ConfigError(ValueError):

@@ -56,6 +56,20 @@ def build(execute=True, only=None, out=ROOT/'_docs'):
         for name, err in failed: print(f'FAILED to execute {name}: {err}', file=sys.stderr)
         sys.exit(1)
     print(f'docs written to {out}/ (open {out}/contents.html)')
+    shot = screenshot(out/'01_data.html' if (out/'01_data.html').exists() else out/'contents.html', out/'screenshot.png')
+    if shot: print(f'checked in headless Chromium: {shot}')
+
+
+def screenshot(page: Path, png: Path):
+    "Open a page in headless Chromium (where installed) and save a screenshot: the site renders for a real browser."
+    exe = shutil.which('chromium') or shutil.which('chromium-browser')
+    if not exe: return None
+    with tempfile.TemporaryDirectory() as prof:
+        subprocess.run([exe, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+                        f'--user-data-dir={prof}', '--window-size=1200,1400', f'--screenshot={png}', page.resolve().as_uri()],
+                       capture_output=True, timeout=120)
+    return png if png.exists() and png.stat().st_size > 10_000 else None
 
 
 if __name__ == '__main__':
