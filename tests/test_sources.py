@@ -12,7 +12,7 @@ FIX = Path(__file__).resolve().parent/'fixtures'/'web'
 
 
 def _cfg(tmp, **kw):
-    d = dict(local_root=str(FIX), out_dir=str(tmp/'web'), card_dir=str(tmp/'reports'), name='fixture', workers=1,
+    d = dict(local_root=str(FIX), out_dir=str(tmp/'web'), card_dir=str(tmp/'reports'), cache_dir=str(tmp/'cache'), name='fixture', workers=1,
              emoji_vendors=['google', 'twitter'])
     d.update(kw)
     return S.web_config(d)
