@@ -170,6 +170,12 @@ def test_every_template_runs_at_smoke_size(experiments, fake_pipeline, tmp_path)
     res = _run_all_smoke(experiments, tmp_path)
     nb = json.loads(next((tmp_path/'runs'/'T1'/'smoke').glob('*/T1_selection.ipynb')).read_text())
     assert any('injected-parameters' in c.get('metadata', {}).get('tags', []) for c in nb['cells'])
+    # the report notebook's functions turn those CSVs (and nothing else) into one markdown report per table
+    from alchemist.reports import write_reports
+    written = write_reports(tmp_path/'results', tmp_path/'reports')
+    assert sorted(p.name for p in written) == sorted(f"{n}_smoke.md" for n in rp.TABLES)
+    assert '±' in (tmp_path/'reports'/'T1_smoke.md').read_text() or 'seeds' in (tmp_path/'reports'/'T1_smoke.md').read_text()
+    assert (tmp_path/'reports'/'figures'/'Fig3_smoke_loss_by_band.png').exists()
 
 
 @pytest.mark.skipif(os.environ.get('ALCHEMIST_SLOW') != '1', reason='real pipeline at smoke size: minutes; set ALCHEMIST_SLOW=1')
