@@ -12,13 +12,14 @@ from typing import Iterable, Iterator
 
 # %% auto #0
 __all__ = ['log', 'SOURCES', 'EMOJI_VENDORS', 'EMOJI_LICENSES', 'OPENCLIPART_LICENSE', 'QUICK_LIMIT', 'RENDER_VERSION', 'LANGS',
-           'is_noncommercial', 'WebConfig', 'web_config', 'quick_web_config', 'out_path', 'cache_path', 'checksum_path',
-           'FetchError', 'record_checksum', 'npm_tarball_name', 'fetch_npm', 'fetch_deb', 'unpack', 'package_dirs',
-           'clean_caption', 'norm_codepoint', 'iconify_records', 'svg_metadata', 'openclipart_caption',
-           'openclipart_records', 'emoji_records', 'render_iconify', 'crop_pad_square', 'render_svg_file', 'cut_sprite',
-           'render_record', 'RenderTimeout', 'render_all', 'render_cache_path', 'load_render_cache',
-           'save_render_cache', 'render_cached', 'phash', 'md5s', 'ink', 'near_pairs', 'duplicate_groups',
-           'guess_language', 'catalogue', 'subsample', 'build_web', 'junk_ranking', 'write_data_card', 'main']
+           'is_noncommercial', 'WebConfig', 'web_config', 'check_web_config', 'quick_web_config', 'out_path',
+           'cache_path', 'checksum_path', 'FetchError', 'record_checksum', 'npm_tarball_name', 'fetch_npm', 'fetch_deb',
+           'unpack', 'package_dirs', 'clean_caption', 'norm_codepoint', 'iconify_records', 'svg_metadata',
+           'openclipart_caption', 'openclipart_records', 'emoji_records', 'render_iconify', 'crop_pad_square',
+           'render_svg_file', 'cut_sprite', 'render_record', 'RenderTimeout', 'render_all', 'render_cache_path',
+           'load_render_cache', 'save_render_cache', 'render_cached', 'phash', 'md5s', 'ink', 'near_pairs',
+           'duplicate_groups', 'guess_language', 'catalogue', 'subsample', 'build_web', 'junk_ranking',
+           'write_data_card', 'main']
 
 # %% ../nbs/03_sources.ipynb #53451e63
 import numpy as np
@@ -76,7 +77,14 @@ class WebConfig:
 
 def web_config(d: dict | None = None) -> WebConfig:
     "A `WebConfig` from a dict (unknown keys raise), checked."
-    cfg = config_from_dict(WebConfig, d)
+    return check_web_config(config_from_dict(WebConfig, d))
+
+def check_web_config(cfg: WebConfig) -> WebConfig:
+    "Raise a `ValueError` naming the field when a `WebConfig` holds an impossible value; return it (lists given as 'a,b' strings split)."
+    import dataclasses
+    for k in ('sources', 'emoji_vendors', 'iconify_sets'):
+        v = getattr(cfg, k)
+        if isinstance(v, str): cfg = dataclasses.replace(cfg, **{k: tuple(x.strip() for x in v.split(',') if x.strip())})
     bad = [s for s in cfg.sources if s not in SOURCES]
     if bad: raise ValueError(f"unknown web source(s) {bad}; choose from {SOURCES}")
     badv = [v for v in cfg.emoji_vendors if v not in EMOJI_VENDORS]
@@ -638,9 +646,12 @@ def subsample(recs: list, limit: int) -> list:
 
 _ATTR_KEYS = ('set', 'name', 'category', 'codepoints', 'title', 'description', 'keywords', 'also_in')
 
-def build_web(cfg: WebConfig | dict | None = None) -> Path:
+def build_web(cfg: WebConfig | dict | None = None, out_dir: str | Path | None = None, overwrite: bool | None = None) -> Path:
     "Build (once) the web-like corpus described by `cfg`; return its folder. Writes the data card unless `write_card=False`."
-    cfg = cfg if isinstance(cfg, WebConfig) else web_config(cfg)
+    cfg = check_web_config(cfg) if isinstance(cfg, WebConfig) else web_config(cfg)
+    if out_dir is not None or overwrite is not None:   # the CLI's --out / --overwrite
+        cfg = web_config({**config_to_dict(cfg), **({'out_dir': str(out_dir)} if out_dir is not None else {}),
+                          **({'overwrite': bool(overwrite)} if overwrite is not None else {})})
     from alchemist.data import write_corpus
     out = out_path(cfg); stamp = out/'build_stamp.json'
     if not cfg.overwrite and stamp.exists() and (out/'manifest.parquet').exists() and read_json(stamp).get('key') == _stamp(cfg):

@@ -169,3 +169,13 @@ def test_deb_unpacks_without_dpkg(tmp_path, monkeypatch):
 def test_cli_rejects_unknown_source(tmp_path):
     with pytest.raises(ValueError, match='nope'):
         S.main(['--sources', 'nope'])
+
+
+def test_cli_style_call(tmp_path):
+    # alchemist.cli calls build_web(config_from_dict(WebConfig, ...), out_dir=...) with --set values as strings
+    from alchemist.core import config_from_dict
+    cfg = config_from_dict(S.WebConfig, dict(local_root=str(FIX), sources='iconify', limit=4, workers=1, write_card=False,
+                                             cache_dir=str(tmp_path/'cache')))
+    out = S.build_web(cfg, out_dir=tmp_path/'x')
+    assert out == tmp_path/'x' and len(adata.read_manifest(out)) == 4
+    assert set(adata.read_manifest(out).source) == {'iconify'}
