@@ -35,7 +35,7 @@ def run(cfg):
     write_json(_out(cfg)/'metrics.json', dict(config_hash=ex.config_hash(cfg), metrics=metrics, record=run_record(cfg)))
     return metrics
 
-def rating_band_traces(cfg, n_bands=5, per_band=8, trace_every=2, lr=5e-4, batch=64):
+def rating_band_traces(cfg, n_bands=5, per_band=4, trace_every=3, lr=5e-4, batch=64):
     _check(cfg)
     recs = [dict(step=s, band=b, loss=1 / (1 + s) + b / 10, grad_norm=1 + b - s / 10) for s in range(0, 4, trace_every) for b in range(n_bands)]
     metrics = dict(steps=4, records=recs)
