@@ -66,7 +66,7 @@ def one(spec: str, a) -> dict:
             for s in range(steps):
                 loss = model.per_sample_loss(x0, tok, mask, generator=g).mean()
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        return B * steps / t.wall, t.cpu_ratio
+        return B * steps / t.wall, t.cpu_ratio, B * steps / max(t.cpu, 1e-9)
 
     # the real loop on in-memory data (uint8 images, fp16 tokens, as train() gives it): gather, convert, EMA, clip, log, checkpoint
     n_data = B * 8
@@ -80,15 +80,15 @@ def one(spec: str, a) -> dict:
                                                  steps=a.warmup + steps, batch_size=B, ckpt_every=a.ckpt_every, device='cpu'))
         # warm-up steps are inside the run; time only the last `steps` via the per-step loop clock of fit()
         r = fit(cfg, imgs, dtok, dmask, uids, tmp/f'run{k}')
-        return r['images_per_s'], r['images_per_s_wall'], r['cpu_ratio']
+        return r['images_per_s'], r['images_per_s_wall'], r['cpu_ratio'], r['images_per_cpu_s']
 
     bare(a.warmup)
     rows = []
     for k in range(a.repeats):
-        bi, bc = bare(a.steps)
-        li, lw, lc = loop(a.steps, k)
+        bi, bc, bcpu = bare(a.steps)
+        li, lw, lc, lcpu = loop(a.steps, k)
         gf = matmul_gflops(0.5)
-        rows.append((bi, li, lw, bc, lc, gf))
+        rows.append((bi, li, lw, bc, lc, gf, bcpu, lcpu))
     med = lambda j: float(np.median([r[j] for r in rows]))
     # sampling: DDIM 25 steps, guidance 3 (two network passes per step, batched)
     model.eval()
@@ -101,6 +101,7 @@ def one(spec: str, a) -> dict:
     return dict(model=spec, params_M=model.n_params() / 1e6, gflop_per_image=fpi / 1e9, batch=B,
                 bare_images_per_s=bare_ips, loop_images_per_s=loop_ips, loop_images_per_s_wall=med(2),
                 loop_over_bare=loop_ips / bare_ips, bare_cpu_ratio=med(3), loop_cpu_ratio=med(4),
+                bare_images_per_cpu_s=med(6), loop_images_per_cpu_s=med(7), loop_over_bare_cpu=med(7) / med(6),
                 matmul_gflops_now=gflops, bound_design=bound_design, frac_of_design_bound=bare_ips / bound_design,
                 frac_of_bound_now=bare_ips / bound_here,
                 sample_images_per_s=sb / ts.wall, sample_steps=a.sample_steps, sample_cpu_ratio=ts.cpu_ratio,
@@ -128,7 +129,7 @@ def main(argv=None):
     res = []
     print(f"# bench_t2i  batch {a.batch}, {a.steps} timed steps x {a.repeats} repeats, DDIM {a.sample_steps} steps guidance 3")
     print(f"{'model':<13}{'params':>8}{'GF/img':>8}{'bare i/s':>10}{'loop i/s':>10}{'loop/bare':>10}{'cpu':>6}"
-          f"{'bound':>8}{'frac':>7}{'frac_now':>9}{'sample i/s':>11}{'RSS MB':>8}")
+          f"{'bound':>8}{'frac':>7}{'frac_now':>9}{'sample i/s':>11}{'RSS MB':>8}{'bare i/cpu-s':>13}{'loop i/cpu-s':>13}{'ratio':>7}")
     for spec in a.models:
         cmd = [sys.executable, __file__, '--_one', spec] + [x for k, v in vars(a).items() if k not in ('_one', 'models', 'json')
                                                              for x in (f'--{k}', str(v))]
@@ -139,9 +140,11 @@ def main(argv=None):
         r = json.loads(line[0][7:]); res.append(r)
         print(f"{spec:<13}{r['params_M']:>7.2f}M{r['gflop_per_image']:>8.2f}{r['bare_images_per_s']:>10.1f}{r['loop_images_per_s']:>10.1f}"
               f"{r['loop_over_bare']:>10.3f}{r['bare_cpu_ratio']:>6.2f}{r['bound_design']:>8.0f}{r['frac_of_design_bound']:>7.2f}"
-              f"{r['frac_of_bound_now']:>9.2f}{r['sample_images_per_s']:>11.1f}{r['peak_rss_MB']:>8.0f}", flush=True)
+              f"{r['frac_of_bound_now']:>9.2f}{r['sample_images_per_s']:>11.1f}{r['peak_rss_MB']:>8.0f}"
+              f"{r['bare_images_per_cpu_s']:>13.1f}{r['loop_images_per_cpu_s']:>13.1f}{r['loop_over_bare_cpu']:>7.3f}", flush=True)
     print("bound = 179 GFLOP/s (DESIGN.md, idle 2 cores) / (fwd+bwd FLOPs per image); frac = bare / bound;"
-          " frac_now uses the matmul GFLOP/s measured beside the run (contention-adjusted); cpu = cpu s / wall s of the bare steps")
+          " frac_now uses the matmul GFLOP/s measured beside the run (contention-adjusted); cpu = cpu s / wall s of the bare steps;"
+          " i/cpu-s = images per CPU-second of the process (robust to a shared box), ratio = loop / bare of those")
     if a.json:
         from alchemist.core import atomic_path, run_record
         with atomic_path(a.json) as tmp: Path(tmp).write_text(json.dumps(run_record(None, results=res), indent=2))
