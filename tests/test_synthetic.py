@@ -87,3 +87,14 @@ def test_build_table_grid(tmp_path):
     png = save_defect_grid(out, tmp_path/'g.png', per_defect=3)
     assert png.exists() and png.stat().st_size > 1000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]    # no temporaries left behind
+
+
+def test_golden_digest():
+    "The samples of a fixed config never change silently: if this fails on purpose, bump GENERATOR_VERSION and the digest."
+    import hashlib
+    from alchemist.synthetic import GENERATOR_VERSION
+    h = hashlib.sha256()
+    for s in generate_samples(SyntheticConfig(n=200, seed=0, resolution=16)):
+        h.update(s['image'].tobytes()); h.update((s['caption'] + s['defect'] + s['group_id']).encode())
+    assert GENERATOR_VERSION == 1
+    assert h.hexdigest() == 'a6961b4fca449f5b51bff6d95c13969c14adebd2552dc294cbf5ee74c25ab643'
