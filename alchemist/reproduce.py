@@ -12,8 +12,8 @@ from typing import Any
 # %% auto #0
 __all__ = ['TABLES', 'DRIVER_PARAMS', 'Table', 'experiments_dir', 'get_table', 'template_params', 'load_sets',
            'experiment_config_cls', 'check_sets', 'run_id', 'Run', 'plan', 'RunFailure', 'execute_run', 'finished_runs',
-           'reuse_run', 'result_row', 'collect', 'ReproduceResult', 'reproduce', 'rating_bands', 'rating_band_grids',
-           'rating_band_traces', 'reproduce_main']
+           'reuse_run', 'result_row', 'collect', 'commit_results', 'ReproduceResult', 'reproduce', 'rating_bands',
+           'rating_band_grids', 'rating_band_traces', 'reproduce_main']
 
 # %% ../nbs/13b_reproduce.ipynb #c097bf84
 import numpy as np
@@ -312,6 +312,23 @@ def collect(table: str, profile: str, run_ids: list[str] | None = None, runs_roo
         with atomic_path(out.with_name(f"{t.name}_{profile}_records.csv")) as tmp: pd.DataFrame(recs).to_csv(tmp, index=False)
     return out
 
+# %% ../nbs/13b_reproduce.ipynb #16b0ef4d
+def commit_results(csv: str | Path, message: str, retries: int = 20) -> bool:
+    "Commit `csv` and its `_records.csv` sibling (only these paths); True if a commit was made."
+    import subprocess
+    csv = Path(csv); root = repo_root()
+    paths = [str(p) for p in (csv, csv.with_name(csv.stem + '_records.csv')) if p.exists()]
+    for i in range(retries):
+        a = subprocess.run(['git', 'add', '--', *paths], cwd=root, capture_output=True, text=True)
+        c = subprocess.run(['git', 'commit', '-q', '-m', message, '--', *paths], cwd=root, capture_output=True, text=True) if a.returncode == 0 else a
+        if c.returncode == 0: return True
+        out = (c.stdout + c.stderr)
+        if 'index.lock' not in out:
+            if 'nothing' not in out and 'no changes' not in out: get_logger('alchemist.reproduce').warning(f"git commit of {paths} failed: {out.strip()[:300]}")
+            return False
+        time.sleep(0.5 + 0.5 * i)
+    return False
+
 # %% ../nbs/13b_reproduce.ipynb #a8c2a4fb
 @dataclass
 class ReproduceResult:
@@ -328,7 +345,8 @@ class ReproduceResult:
 
 def reproduce(table: str = 'all', profile: str = 'smoke', on_error: str = 'continue', runs_root: str | Path | None = None,
               results_dir: str | Path | None = None, templates_dir: str | Path | None = None, config_cls=None,
-              only: str | None = None, dry_run: bool = False, kernel: str = 'python3', reuse: bool = True) -> ReproduceResult:
+              only: str | None = None, dry_run: bool = False, kernel: str = 'python3', reuse: bool = True,
+              commit: bool = False) -> ReproduceResult:
     "Validate, then run every parameter set of `table` ('all' or a name) for `profile` with papermill, then collect the CSVs."
     if on_error not in ('continue', 'stop'): raise ConfigError(f"on_error must be 'continue' or 'stop', got '{on_error}'")
     log, tdir = get_logger('alchemist.reproduce'), Path(templates_dir or experiments_dir())
@@ -346,11 +364,17 @@ def reproduce(table: str = 'all', profile: str = 'smoke', on_error: str = 'conti
             if stop: res.not_run.append(r.run_id); continue
             src = finished_runs(runs_root, profile).get(r.config_key) if reuse and TABLES[n].shares_runs else None
             if src is not None:
-                reuse_run(r, src); res.reused.append(r.run_id); log.info(f"{n}/{r.run_id}: same experiment as {src}, reused"); continue
-            f = execute_run(r, tdir/TABLES[n].template, kernel=kernel)
-            if f is None: res.done.append(r.run_id); continue
-            res.failed.append(f); log.error(str(f))
-            if on_error == 'stop': stop = True
+                reuse_run(r, src); res.reused.append(r.run_id); log.info(f"{n}/{r.run_id}: same experiment as {src}, reused")
+            else:
+                f = execute_run(r, tdir/TABLES[n].template, kernel=kernel)
+                if f is None: res.done.append(r.run_id)
+                else:
+                    res.failed.append(f); log.error(str(f))
+                    if on_error == 'stop': stop = True
+                    continue
+            # the CSV follows every finished run, so a sweep cut off at any moment leaves its results collected
+            csv = collect(n, profile, [q.run_id for q in runs], runs_root, results_dir)
+            if commit and csv: commit_results(csv, f"results: {n}/{profile} {r.run_id}")
         csv = collect(n, profile, [r.run_id for r in runs], runs_root, results_dir)
         if csv: res.csv.append(csv); log.info(f"{n}/{profile}: results in {csv}")
     if res.failed: log.error(f"{len(res.failed)} run(s) failed: " + '; '.join(f"{f.run_id}: {f.cause}" for f in res.failed))
@@ -483,11 +507,12 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     p.add_argument('--dry-run', action='store_true', help='validate and list the runs without executing them')
     p.add_argument('--no-report', action='store_true', help='do not rebuild reports/*.md after collecting')
     p.add_argument('--no-reuse', action='store_true', help='run every set even when another table already ran the same experiment')
+    p.add_argument('--commit', action='store_true', help='git-commit the results CSV after every finished run (long sweeps)')
     p.add_argument('--runs-dir', default=None); p.add_argument('--results-dir', default=None)
     a = p.parse_args(argv)
     try:
         res = reproduce(a.table, a.profile, on_error=a.on_error, runs_root=a.runs_dir, results_dir=a.results_dir,
-                        only=a.only, dry_run=a.dry_run, reuse=not a.no_reuse)
+                        only=a.only, dry_run=a.dry_run, reuse=not a.no_reuse, commit=a.commit)
     except (ConfigError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
     print(f"done {len(res.done)}, reused {len(res.reused)}, skipped (already done) {len(res.skipped)}, failed {len(res.failed)}, not run {len(res.not_run)}")

@@ -184,3 +184,17 @@ def test_every_template_runs_real_pipeline(experiments, tmp_path, monkeypatch):
     res = _run_all_smoke(experiments, tmp_path)
     df = pd.read_csv(tmp_path/'results'/'T1_smoke.csv')
     assert 'metrics.fd_effnet' in df.columns
+
+
+def test_commit_results_commits_only_the_results(tmp_path, monkeypatch):
+    import subprocess
+    git = lambda *a: subprocess.run(['git', *a], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    git('init', '-q'); git('config', 'user.email', 't@t'); git('config', 'user.name', 't')
+    (tmp_path/'other.txt').write_text('x'); git('add', 'other.txt')                 # someone else's staged work
+    csv = tmp_path/'reports'/'results'/'T1_quick.csv'; csv.parent.mkdir(parents=True); csv.write_text('a\n1\n')
+    (csv.parent/'T1_quick_records.csv').write_text('b\n2\n')
+    monkeypatch.setenv('ALCHEMIST_ROOT', str(tmp_path))
+    assert rp.commit_results(csv, 'results: T1/quick x')
+    assert sorted(git('show', '--name-only', '--format=', 'HEAD').split()) == ['reports/results/T1_quick.csv', 'reports/results/T1_quick_records.csv']
+    assert 'other.txt' in git('diff', '--cached', '--name-only')                     # still staged, not committed
+    assert not rp.commit_results(csv, 'nothing changed')
