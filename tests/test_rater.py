@@ -18,7 +18,7 @@ def test_shapes_and_ranges():
     x, t = _batch()
     o = _rater()(x, t)
     assert o.instance.shape == (6,) and o.weight.shape == (6,) and o.group.shape == () and o.feature.shape == (6, 8)
-    assert ((o.instance > 0) & (o.instance < 1)).all() and 0 < float(o.group) < 1
+    assert ((o.instance > 0) & (o.instance < 1)).all() and 0 < float(o.group.detach()) < 1
     assert torch.isclose(o.weight.sum(), o.group, atol=1e-6)
 
 
