@@ -525,14 +525,12 @@ def phash(imgs: np.ndarray) -> np.ndarray:
     from scipy.fft import dctn
     out = np.zeros(len(imgs), np.uint64)
     for i0 in range(0, len(imgs), 4096):
-        g = []
-        for im in imgs[i0:i0+4096]:
-            x = Image.fromarray(im).convert('L')
-            if x.size != (32, 32): x = x.resize((32, 32), Image.BILINEAR)
-            g.append(np.asarray(x, np.float32))
-        d = dctn(np.stack(g), axes=(1, 2), norm='ortho')[:, :8, :8].reshape(-1, 64)
+        chunk = imgs[i0:i0+4096]
+        if chunk.shape[1:3] == (32, 32): g = chunk.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # PIL's 'L' weights
+        else: g = np.stack([np.asarray(Image.fromarray(im).convert('L').resize((32, 32), Image.BILINEAR), np.float32) for im in chunk])
+        d = dctn(g, axes=(1, 2), norm='ortho')[:, :8, :8].reshape(-1, 64)
         bits = d > np.median(d[:, 1:], axis=1, keepdims=True)
-        out[i0:i0+len(g)] = (bits.astype(np.uint64) << np.arange(64, dtype=np.uint64)).sum(1, dtype=np.uint64)
+        out[i0:i0+len(chunk)] = (bits.astype(np.uint64) << np.arange(64, dtype=np.uint64)).sum(1, dtype=np.uint64)
     return out
 
 def md5s(imgs: np.ndarray) -> list:
@@ -585,10 +583,13 @@ def duplicate_groups(uids: list, codepoints: list, md5: list, ph: np.ndarray, ma
         if m in by_md5: uf.union(by_md5[m], i); exact[i] = by_md5[m]
         else: by_md5[m] = i
     near = np.zeros(n, int)
-    for i, j in near_pairs(ph, max_bits):
+    reps = np.array(sorted(by_md5.values()), dtype=int)   # one image per exact group: copies are joined already
+    for a, b in near_pairs(ph[reps], max_bits):
+        i, j = int(reps[a]), int(reps[b])
         # a hash match is only a candidate: confirm it on the pixels (mean absolute difference, 0..255)
         if imgs is not None and np.abs(imgs[i].astype(np.int16) - imgs[j]).mean() > max_mad: continue
         uf.union(i, j); near[i] += 1; near[j] += 1
+    near = near[exact]                                       # every copy shares its group's near links
     root = np.array([uf.find(i) for i in range(n)])
     u = np.array(uids, dtype=object)
     df = pd.DataFrame(dict(uid=uids, root=root, exact=exact, n_near_links=near))
