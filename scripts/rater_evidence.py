@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+EPOCHS: dict = {}   # mode -> what its meta-training reached (filled by train_rater)
 START, END = '<!-- auto:start (scripts/rater_evidence.py rewrites this section) -->', '<!-- auto:end -->'
 
 
@@ -45,9 +46,19 @@ def train_rater(mode: str, corpus: Path, splits: dict, a) -> Path:
     if mode == 'init':        # control: the rater before any meta-training (same seed, same architecture)
         torch.manual_seed(a.seed)
         r = Rater(dataclasses.replace(cfg.rater, resolution=a.resolution, text_dim=splits['train'].pooled.shape[1]))
+        EPOCHS[mode] = dict(epochs=0, steps=0, seconds=0)
         return save_rater(r, out/'rater.pt', corpus=corpus_fingerprint(cfg, splits), mode='init', epoch=-1)
+    if a.reuse and (out/'rater.pt').exists():   # take the last finished epoch as it is (a run stopped at a deadline)
+        h = json.loads((out/'history.json').read_text())
+        print(f"  reusing {out/'rater.pt'}: {len(h)} epochs, {sum(x['steps'] for x in h)} steps, {sum(x['seconds'] for x in h):.0f}s", flush=True)
+        EPOCHS[mode] = dict(epochs=len(h), steps=sum(x['steps'] for x in h), seconds=round(sum(x['seconds'] for x in h)),
+                            group=round(h[-1].get('group', float('nan')), 5), w_std=h[-1].get('w_std'), l_val=round(h[-1]['l_val'], 4))
+        return out/'rater.pt'
     t0 = time.perf_counter()
     res = meta_train(cfg, splits=splits)
+    h = res['history']
+    EPOCHS[mode] = dict(epochs=len(h), steps=sum(x['steps'] for x in h), seconds=round(sum(x['seconds'] for x in h)),
+                        group=round(h[-1].get('group', float('nan')), 5), w_std=h[-1].get('w_std'), l_val=round(h[-1]['l_val'], 4))
     print(f"  meta_train {mode}: {len(res['history'])} epochs, {sum(h['steps'] for h in res['history'])} steps, "
           f"{sum(h['seconds'] for h in res['history']):.0f}s recorded ({time.perf_counter() - t0:.0f}s this call)", flush=True)
     return Path(res['rater_checkpoint'])
@@ -82,6 +93,7 @@ def main():
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--retention', type=float, default=0.2)
     ap.add_argument('--report', default=None, help='markdown report (default reports/rater_evidence.md)')
+    ap.add_argument('--reuse', action='store_true', help='use an existing rater.pt as is, without training further epochs')
     ap.add_argument('--train_only', action='store_true', help='meta-train the raters and stop (run modes in parallel, then report)')
     a = ap.parse_args()
 
@@ -183,6 +195,8 @@ def main():
     auto = [START, '', f"Run: `{rec['command']}` — {rec['date']}, git `{rec['git']}`, machine {rec['machine']['platform']} "
             f"({rec['machine']['cpu_count']} cores, torch {rec['machine']['torch']}), load average at start {tuple(round(x, 1) for x in os.getloadavg())}.",
             f"Corpus `{corpus.name}` ({len(man)} pairs; train split scored: {len(all_ranks[0])}); wall seconds per mode (meta-training, incl. resume) {timings}.",
+            '', '### Meta-training reached (last epoch: mean batch scalar g of the Group MLP, std of the weights W, held-out loss)', '',
+            pd.DataFrame(EPOCHS).T.to_markdown(),
             '', '### Median percentile rank per defect type (0 = top-rated, 50 = middle)', '', med.to_markdown(), '',
             '### AUROC clean vs defect (P(clean pair outscores the defective one); < 0.5 = the defect is rated higher)', '', auc.to_markdown(), '',
             '### Share of each type in the top and bottom 10% of the ranking', '',
