@@ -502,8 +502,8 @@ def save_render_cache(path: Path, imgs: dict, failed: dict):
         np.savez(f, uids=np.array(uids, dtype=str), imgs=np.stack([imgs[u] for u in uids]) if uids else np.zeros((0, 1, 1, 3), np.uint8),
                  failed_uids=np.array(fu, dtype=str), failed_why=np.array([failed[u] for u in fu], dtype=str))
 
-def render_cached(recs: list, cfg: WebConfig) -> tuple[np.ndarray, list, collections.Counter]:
-    "`render_all` through the render cache: only candidates never rendered at this resolution are drawn."
+def render_cached(recs: list, cfg: WebConfig) -> tuple[np.ndarray, list, collections.Counter, int]:
+    "`render_all` through the render cache: only candidates never rendered at this resolution are drawn (their number is returned last)."
     path = render_cache_path(cfg)
     c_imgs, c_failed = load_render_cache(path)
     todo = [r for r in recs if r['uid'] not in c_imgs and r['uid'] not in c_failed]
@@ -517,7 +517,7 @@ def render_cached(recs: list, cfg: WebConfig) -> tuple[np.ndarray, list, collect
         else: skips[c_failed[r['uid']]] += 1
     arr = np.stack(out) if out else np.zeros((0, cfg.resolution, cfg.resolution, 3), np.uint8)
     log.info(f"rendered {len(todo)} new, {len(recs) - len(todo)} from the cache {path.name}")
-    return arr, kept, skips
+    return arr, kept, skips, len(todo)
 
 # %% ../nbs/03_sources.ipynb #81b78568
 def phash(imgs: np.ndarray) -> np.ndarray:
@@ -672,9 +672,9 @@ def build_web(cfg: WebConfig | dict | None = None, out_dir: str | Path | None = 
         n_selected = len(recs)
         if not recs: raise ValueError(f"no candidates left for the web corpus (sources={cfg.sources}, limit={cfg.limit})")
         c0 = os.times()
-        with Timer() as t: imgs, recs, rskips = render_cached(recs, cfg)
+        with Timer() as t: imgs, recs, rskips, n_new = render_cached(recs, cfg)
         c1 = os.times()  # cpu of this process and of the (joined) render workers
-        times['render_s'] = t.wall
+        times['render_s'], times['rendered_new'], times['render_cache_hits'] = t.wall, n_new, n_selected - n_new
         times['render_cpu_ratio'] = (sum(c1[:4]) - sum(c0[:4])) / max(t.wall, 1e-9)
         skips += rskips
         with Timer() as t:
@@ -775,7 +775,8 @@ def write_data_card(cfg: WebConfig, out: Path, df: pd.DataFrame, imgs: np.ndarra
          f"- config: resolution {cfg.resolution}, exclude_noncommercial={cfg.exclude_noncommercial}, near_dup_bits={cfg.near_dup_bits}, "
          f"blank_ink={cfg.blank_ink}, emoji_tags={cfg.emoji_tags}, max_keywords={cfg.max_keywords}.",
          f"- build time: {t['total_s']:.0f} s wall (fetch+unpack {t['fetch_unpack_s']:.0f} s, catalogue {t['catalogue_s']:.0f} s, "
-         f"render {t['render_s']:.0f} s at cpu/wall {t['render_cpu_ratio']:.2f} with {cfg.workers} workers, hashes+groups+language {t['dedup_s']:.0f} s, "
+         f"render {t['render_s']:.0f} s at cpu/wall {t['render_cpu_ratio']:.2f} with {cfg.workers} workers for {t.get('rendered_new', '?')} new renders "
+         f"({t.get('render_cache_hits', 0)} from the render cache), hashes+groups+language {t['dedup_s']:.0f} s, "
          f"write {t['write_s']:.0f} s). Shared 2-core machine: other jobs ran at the same time.",
          f"- disk: corpus {info['corpus_bytes']/1e6:.1f} MB; downloads + unpacked packages {info['download_bytes']/1e6:.0f} MB.", "",
          "## Counts per source and set", "", _table(per_set), "",
@@ -789,7 +790,10 @@ def write_data_card(cfg: WebConfig, out: Path, df: pd.DataFrame, imgs: np.ndarra
          f"({int(ex.sum() - len(ex))} redundant copies); largest {int(ex.max()) if len(ex) else 0}.",
          f"- duplicate groups (same emoji code point across vendors + exact + near duplicates with pHash distance <= {cfg.near_dup_bits}, merged): "
          f"**{len(multi)} groups** with more than one member holding {int(multi.sum())} samples; {int(df.n_near_links.gt(0).sum())} samples have a near-duplicate link; "
-         f"{gs.size} groups in all.", "", _table(grp_src), "", "Largest groups:", "", _table(top_groups), "",
+         f"{gs.size} groups in all.", "", _table(grp_src), "",
+         "Near-duplicate links chain (union-find): skin-tone and vendor variants of one emoji family, or many near-blank drawings, "
+         "end in one large group. That keeps every look-alike on one side of the split, at the price of a few big groups:", "",
+         "Largest groups:", "", _table(top_groups), "",
          "## Near-blank images", "",
          f"{int(df.near_blank.sum())} samples ({df.near_blank.mean():.1%}) have less than {cfg.blank_ink:.0%} of pixels away from white; by set:", "",
          _table(blank) if len(blank) else "none", "",
