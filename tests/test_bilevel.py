@@ -56,6 +56,7 @@ def test_lambda_schedule_and_config_errors():
     assert [round(lam_at(c, e), 2) for e in (0, 1, 2)] == [1.0, 0.97, 0.94]
     assert (c.betas, c.lr, c.weight_decay, c.clip, c.batch) == ((0.9, 0.95), 1e-4, 0.05, 2.0, 64)
     with pytest.raises(ConfigError, match='mode'): MetaConfig(mode='x')
+    with pytest.raises(ConfigError, match='rater_signal'): MetaConfig(rater_signal='x')
     with pytest.raises(ConfigError, match="inner_steps"): config_from_dict(MetaConfig, {'inner_step': 2})
 
 
@@ -97,3 +98,16 @@ def test_nan_stops_with_clear_message(toy, tmp_path):
 def test_bad_sizes(toy, tmp_path):
     with pytest.raises(ValueError, match='batch=64 is larger'): meta_train(_cfg(tmp_path, batch=64), splits=toy)
     with pytest.raises(ValueError, match='resolution=16'): meta_train(_cfg(tmp_path, resolution=16), splits=toy)
+
+
+def test_centered_signal_removes_the_push_to_zero(toy, tmp_path):
+    "Released signal: the rater loss mean(W*l) > 0 (every weight is pushed down); centered: its value is ~0."
+    out = {}
+    for sig in ('loss', 'centered'):
+        cfg = _cfg(tmp_path/sig, rater_signal=sig)
+        torch.manual_seed(0)
+        st = MetaState(cfg, TinyT2I(8, width=4), Rater(RaterConfig(resolution=8, width=8, depth=1)))
+        gen = torch.Generator().manual_seed(0)
+        bv = make_batch(toy['heldout'], np.arange(8), gen, 1000); bt = make_batch(toy['train'], np.arange(8), gen, 1000)
+        out[sig] = st.step(bv, [bt], 0.5)['loss_rater']
+    assert out['loss'] > 0 and abs(out['centered']) < 0.1 * out['loss']
