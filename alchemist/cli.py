@@ -14,8 +14,8 @@ __all__ = ['DEMO_SIZES', 'demo_corpus', 'demo', 'main']
 from .core import ConfigError, check_profile, config_from_dict, get_logger, runs_dir, write_json
 
 # %% ../nbs/14_cli.ipynb #2077a36c
-DEMO_SIZES = dict(smoke=dict(corpus_n=600, resolution=16, meta_epochs=2, epochs=2.0, eval_samples=32, eval_steps=10),
-                  quick=dict(corpus_n=4000, resolution=32, meta_epochs=3, epochs=4.0, eval_samples=128, eval_steps=20))
+DEMO_SIZES = dict(smoke=dict(corpus_n=600, resolution=16, meta_epochs=2, epochs=2.0),
+                  quick=dict(corpus_n=4000, resolution=32, meta_epochs=3, epochs=4.0))
 
 def demo_corpus(profile: str = 'smoke', out: Path | None = None) -> dict:
     "Build the demo's synthetic corpus, write its defect grid and table into `out`; return the paths."

@@ -48,8 +48,8 @@ class ExperimentConfig:
     steps: int = 0                 # optimiser steps when budget='steps'
     batch_size: int = 64           # downstream batch size
     # evaluation
-    eval_samples: int = 64         # generated images per evaluation
-    eval_steps: int = 20           # sampler steps
+    eval_samples: int = 0          # generated images per evaluation; 0 = the profile's default (alchemist.evaluate.EVAL_PROFILES)
+    eval_steps: int = 0            # sampler steps; 0 = the profile's default
     guidance: float = 3.0          # classifier-free guidance scale
     # bookkeeping
     seed: int = 0                  # run seed: rater init, sampling, downstream init, data order
@@ -80,7 +80,10 @@ def build_corpus(cfg: ExperimentConfig) -> Path:
         return build_synthetic(SyntheticConfig(n=cfg.corpus_n, resolution=cfg.resolution, seed=cfg.corpus_seed))
     if cfg.corpus == 'web':
         from alchemist.sources import WebConfig, build_web
-        return build_web(config_from_dict(WebConfig, dict(resolution=cfg.resolution, limit=cfg.corpus_n)))
+        # a subsample gets its own folder (and leaves the full corpus's data card alone)
+        name = 'web' if cfg.corpus_n == 0 else f'web-n{cfg.corpus_n}'
+        return build_web(config_from_dict(WebConfig, dict(resolution=cfg.resolution, limit=cfg.corpus_n, name=name,
+                                                          write_card=cfg.corpus_n == 0)))
     p = Path(cfg.corpus)
     if not (p/'manifest.parquet').exists(): raise ConfigError(f"ExperimentConfig.corpus={cfg.corpus!r} is neither 'synthetic', 'web' nor a corpus folder")
     return p
@@ -156,7 +159,7 @@ def subset_stats(corpus_dir: Path, uids: list) -> dict:
 # %% ../nbs/13_experiments.ipynb #e3a878f4
 def train_and_evaluate(cfg: ExperimentConfig, corpus_dir: Path, out: Path, n_pool: int) -> dict:
     "Downstream training on `out/subset.json` at the config's budget, then every metric."
-    from alchemist.evaluate import EvalConfig, evaluate_model
+    from alchemist.evaluate import eval_config, evaluate_model
     from alchemist.t2i import T2IConfig
     from alchemist.train import TrainConfig, load_trained, train
     tcfg = config_from_dict(TrainConfig, dict(
@@ -166,8 +169,10 @@ def train_and_evaluate(cfg: ExperimentConfig, corpus_dir: Path, out: Path, n_poo
     with Timer() as t: tr = train(tcfg)
     model = load_trained(tr['run_dir'], ema=True)
     with Timer() as te:
-        ev = evaluate_model(model, corpus_dir, config_from_dict(EvalConfig, dict(n_samples=cfg.eval_samples, steps=cfg.eval_steps,
-                                                                             guidance=cfg.guidance, device=cfg.device)))
+        # the profile sets the judges' own budgets (CLIP-like tower steps, real-image count)
+        over = {k: v for k, v in dict(n_samples=cfg.eval_samples, steps=cfg.eval_steps).items() if v > 0}
+        ev = evaluate_model(model, corpus_dir, eval_config(cfg.profile, guidance=cfg.guidance, device=cfg.device, **over),
+                            out_dir=out/'eval')
     return dict(train_seconds=t.wall, train_steps=tr.get('steps'), final_loss=tr.get('final_loss'),
                 images_per_s=tr.get('images_per_s'), eval_seconds=te.wall, **ev)
 
