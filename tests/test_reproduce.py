@@ -152,7 +152,8 @@ def test_every_profile_of_every_table_validates(experiments, tmp_path):
 
 
 def _run_all_smoke(experiments, tmp_path):
-    res = rp.reproduce('all', 'smoke', runs_root=tmp_path/'runs', results_dir=tmp_path/'results', config_cls=experiments)
+    # reuse=False: the smoke defaults of T1/T2/T3/Fig6 are the same experiment, and every template must really execute
+    res = rp.reproduce('all', 'smoke', runs_root=tmp_path/'runs', results_dir=tmp_path/'results', config_cls=experiments, reuse=False)
     assert not res.failed, [str(f) for f in res.failed]
     assert len(res.done) == sum(len(rp.plan(n, 'smoke', runs_root=tmp_path, config_cls=experiments)) for n in rp.TABLES)
     assert sorted(p.name for p in res.csv) == sorted(f"{n}_smoke.csv" for n in rp.TABLES)
@@ -173,7 +174,7 @@ def test_every_template_runs_at_smoke_size(experiments, fake_pipeline, tmp_path)
     # the report notebook's functions turn those CSVs (and nothing else) into one markdown report per table
     from alchemist.reports import write_reports
     written = write_reports(tmp_path/'results', tmp_path/'reports')
-    assert sorted(p.name for p in written) == sorted(f"{n}_smoke.md" for n in rp.TABLES)
+    assert sorted(p.name for p in written) == sorted([f"{n}_smoke.md" for n in rp.TABLES] + ['headline_smoke.md'])
     assert '±' in (tmp_path/'reports'/'T1_smoke.md').read_text() or 'seeds' in (tmp_path/'reports'/'T1_smoke.md').read_text()
     assert (tmp_path/'reports'/'figures'/'Fig3_smoke_loss_by_band.png').exists()
 
