@@ -12,13 +12,13 @@ from typing import Iterable, Iterator
 
 # %% auto #0
 __all__ = ['log', 'SOURCES', 'EMOJI_VENDORS', 'EMOJI_LICENSES', 'OPENCLIPART_LICENSE', 'QUICK_LIMIT', 'RENDER_VERSION', 'LANGS',
-           'is_noncommercial', 'WebConfig', 'web_config', 'check_web_config', 'quick_web_config', 'out_path',
-           'cache_path', 'checksum_path', 'FetchError', 'record_checksum', 'npm_tarball_name', 'fetch_npm', 'fetch_deb',
-           'unpack', 'package_dirs', 'clean_caption', 'norm_codepoint', 'iconify_records', 'svg_metadata',
-           'openclipart_caption', 'openclipart_records', 'emoji_records', 'render_iconify', 'crop_pad_square',
-           'render_svg_file', 'cut_sprite', 'render_record', 'RenderTimeout', 'render_all', 'render_cache_path',
-           'load_render_cache', 'save_render_cache', 'render_cached', 'phash', 'md5s', 'ink', 'near_pairs',
-           'duplicate_groups', 'guess_language', 'catalogue', 'subsample', 'build_web', 'junk_ranking',
+           'is_noncommercial', 'WebConfig', 'web_config', 'check_web_config', 'quick_web_config', 'corpus_tag',
+           'card_tag', 'out_path', 'cache_path', 'checksum_path', 'FetchError', 'record_checksum', 'npm_tarball_name',
+           'fetch_npm', 'fetch_deb', 'unpack', 'package_dirs', 'clean_caption', 'norm_codepoint', 'iconify_records',
+           'svg_metadata', 'openclipart_caption', 'openclipart_records', 'emoji_records', 'render_iconify',
+           'crop_pad_square', 'render_svg_file', 'cut_sprite', 'render_record', 'RenderTimeout', 'render_all',
+           'render_cache_path', 'load_render_cache', 'save_render_cache', 'render_cached', 'phash', 'md5s', 'ink',
+           'near_pairs', 'duplicate_groups', 'guess_language', 'catalogue', 'subsample', 'build_web', 'junk_ranking',
            'write_data_card', 'main']
 
 # %% ../nbs/03_sources.ipynb #53451e63
@@ -63,8 +63,8 @@ class WebConfig:
     near_dup_bits: int = 3                   # near duplicates: 64-bit perceptual hashes at most this many bits apart (<= 3)
     near_dup_mad: float = 12.0               # ...and whose pixels differ by at most this mean absolute difference (0-255)
     blank_ink: float = 0.02                  # near-blank: fewer than this share of pixels differ from white
-    name: str = 'web'                        # corpus name; the corpus goes to data_dir()/f'{name}-{resolution}px'
-    out_dir: str = ''                        # '' = data_dir()/f'{name}-{resolution}px'
+    name: str = 'web'                        # corpus name; the corpus goes to data_dir()/f'{corpus_tag(cfg)}-{resolution}px'
+    out_dir: str = ''                        # '' = data_dir()/f'{corpus_tag(cfg)}-{resolution}px' (e.g. web-32px, web-n12000-32px)
     cache_dir: str = ''                      # downloads and unpacked packages; '' = data_dir()/'downloads'
     local_root: str = ''                     # a folder already holding unpacked packages (tests' fixtures); '' = fetch
     checksums: str = ''                      # sha256 record of the downloads; '' = data_dir()/'checksums'/'web.json'
@@ -96,10 +96,20 @@ def check_web_config(cfg: WebConfig) -> WebConfig:
 QUICK_LIMIT = 12000
 
 def quick_web_config(**kw) -> WebConfig:
-    "The quick profile: the fixed 12k subsample of the full corpus (same sources, same resolution), named `web-quick`."
-    return web_config({'limit': QUICK_LIMIT, 'name': 'web-quick', **kw})
+    "The quick profile: the fixed 12k subsample of the full corpus (same sources, same resolution) -> data/web-n12000-32px."
+    return web_config({'limit': QUICK_LIMIT, **kw})
 
-def out_path(cfg: WebConfig) -> Path:   return Path(cfg.out_dir) if cfg.out_dir else data_dir()/f'{cfg.name}-{cfg.resolution}px'
+def corpus_tag(cfg: WebConfig) -> str:
+    "Name of a build: `name`, then the sources if not all, `n{limit}` if limited, `commercial` if non-commercial art is excluded."
+    parts = [cfg.name] + (['+'.join(cfg.sources)] if tuple(cfg.sources) != SOURCES else [])
+    parts += ([f'n{cfg.limit}'] if cfg.limit else []) + (['commercial'] if cfg.exclude_noncommercial else [])
+    return '-'.join(parts)
+
+def card_tag(cfg: WebConfig) -> str:
+    "File stem of the data card and its figures: the corpus tag, plus the resolution when it is not 32."
+    return corpus_tag(cfg) + ('' if cfg.resolution == 32 else f'-{cfg.resolution}px')
+
+def out_path(cfg: WebConfig) -> Path:   return Path(cfg.out_dir) if cfg.out_dir else data_dir()/f'{corpus_tag(cfg)}-{cfg.resolution}px'
 def cache_path(cfg: WebConfig) -> Path: return Path(cfg.cache_dir) if cfg.cache_dir else data_dir()/'downloads'
 def checksum_path(cfg: WebConfig) -> Path: return Path(cfg.checksums) if cfg.checksums else data_dir()/'checksums'/'web.json'
 
@@ -701,7 +711,7 @@ def build_web(cfg: WebConfig | dict | None = None, out_dir: str | Path | None = 
                 yield dict(uid=r['uid'], image=im, caption=r['caption'], source=r['source'], group_id=x.group_id, defect='clean',
                            attrs=attrs, license=r['license'])
         record = run_record(cfg, pins=_stamp(cfg)['pins'])
-        with Timer() as t: man = write_corpus(samples(), out, shard_size=cfg.shard_size, overwrite=True, name=cfg.name, total=len(recs), record=record)
+        with Timer() as t: man = write_corpus(samples(), out, shard_size=cfg.shard_size, overwrite=True, name=corpus_tag(cfg), total=len(recs), record=record)
         times['write_s'] = t.wall
     times['total_s'] = t_all.wall
     df = df.merge(man[['uid', 'split']], on='uid')
@@ -735,15 +745,15 @@ def write_data_card(cfg: WebConfig, out: Path, df: pd.DataFrame, imgs: np.ndarra
     "Write `data_card_{name}.md` and its two figures into `cfg.card_dir` (default reports/)."
     from alchemist.data import save_image_grid
     card_dir = Path(cfg.card_dir) if cfg.card_dir else reports_dir()
-    fig_dir = card_dir/'figures'
+    fig_dir, tag = card_dir/'figures', card_tag(cfg)
     rng = np.random.default_rng(0)
     pick = rng.choice(len(df), size=min(64, len(df)), replace=False)
-    save_image_grid(imgs[pick], fig_dir/f'{cfg.name}_samples.png', captions=[f"[{df.source.iloc[i][:4]}] {df.caption.iloc[i]}" for i in pick],
-                    ncol=8, title=f'{cfg.name}: 64 random samples ({cfg.resolution} px)')
+    save_image_grid(imgs[pick], fig_dir/f'{tag}_samples.png', captions=[f"[{df.source.iloc[i][:4]}] {df.caption.iloc[i]}" for i in pick],
+                    ncol=8, title=f'{tag}: 64 random samples ({cfg.resolution} px)')
     junk = junk_ranking(df)
     if junk:
-        save_image_grid(imgs[junk], fig_dir/f'{cfg.name}_junk.png', captions=[f"x{df.exact_dups.iloc[i]} r{df.caption_repeats.iloc[i]} ink{df.ink.iloc[i]:.2f}: {df.caption.iloc[i]}" for i in junk],
-                        ncol=8, title=f'{cfg.name}: worst junk (near-blank; biggest exact-duplicate groups; most repeated captions)')
+        save_image_grid(imgs[junk], fig_dir/f'{tag}_junk.png', captions=[f"x{df.exact_dups.iloc[i]} r{df.caption_repeats.iloc[i]} ink{df.ink.iloc[i]:.2f}: {df.caption.iloc[i]}" for i in junk],
+                        ncol=8, title=f'{tag}: worst junk (near-blank; biggest exact-duplicate groups; most repeated captions)')
     n = len(df); t = info['times']; rec = info['record']
     per_set = df.groupby(['source', 'set']).agg(n=('uid', 'size'), license=('license', 'first'), near_blank=('near_blank', 'sum'),
                                                  exact_dup_members=('exact_dups', lambda s: int((s > 1).sum())),
@@ -766,7 +776,7 @@ def write_data_card(cfg: WebConfig, out: Path, df: pd.DataFrame, imgs: np.ndarra
     splits = pd.crosstab(df.source, df.split)
     leak = df.groupby('group_id').split.nunique().max()
     skips = pd.DataFrame(sorted(info['skips'].items()), columns=['reason', 'n'])
-    L = [f"# Data card: `{cfg.name}` web-like corpus ({cfg.resolution} px)", "",
+    L = [f"# Data card: `{tag}` web-like corpus ({cfg.resolution} px)", "",
          f"Written by `alchemist.sources.build_web` on {rec['date']} (git {rec['git']}; command `{rec['command']}`; "
          f"machine {rec['machine']['platform']}, {rec['machine']['cpu_count']} cores).", "",
          f"- corpus: `{out}` — **{n} samples** from {info['n_selected']} selected candidates "
@@ -802,9 +812,9 @@ def write_data_card(cfg: WebConfig, out: Path, df: pd.DataFrame, imgs: np.ndarra
          "(and any CC -NC set).", "",
          "## Splits", "", f"Split by a hash of the group id, so every duplicate group sits in one split (largest number of splits per group: {leak}).", "",
          _table(splits.reset_index()), "",
-         "## Pictures", "", f"![random samples](figures/{cfg.name}_samples.png)", "",
-         f"Worst junk (caption prefix: `xN` exact copies, `rN` caption repeats, ink share):", "", f"![junk](figures/{cfg.name}_junk.png)", ""]
-    path = card_dir/f'data_card_{cfg.name}.md'
+         "## Pictures", "", f"![random samples](figures/{tag}_samples.png)", "",
+         f"Worst junk (caption prefix: `xN` exact copies, `rN` caption repeats, ink share):", "", f"![junk](figures/{tag}_junk.png)", ""]
+    path = card_dir/f'data_card_{tag}.md'
     with atomic_path(path) as tmp: tmp.write_text('\n'.join(L))
     return path
 
