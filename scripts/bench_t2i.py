@@ -95,6 +95,7 @@ def one(spec: str, a) -> dict:
     sb = min(B, a.sample_batch)
     with Timer() as ts:
         model.sample(tok[:sb], mask[:sb], guidance=3.0, steps=a.sample_steps, generator=torch.Generator().manual_seed(0))
+    import shutil; shutil.rmtree(tmp, ignore_errors=True)
     bare_ips, loop_ips, gflops = med(0), med(1), med(5)
     bound_design = DESIGN_GFLOPS * 1e9 / fpi
     bound_here = gflops * 1e9 / fpi
