@@ -8,6 +8,8 @@ STAMP := $(VENV)/.setup-stamp
 PROFILE ?= quick
 TABLE ?= all
 export ALCHEMIST_ROOT := $(CURDIR)
+# torch threads sleep instead of spinning while they wait: on a shared 2-core box spinning threads starve each other
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test lab docs reproduce bench export clean-nbs check-nbs help
 

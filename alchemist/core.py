@@ -135,12 +135,13 @@ def stable_unit(s: str, salt: str = '') -> float:
 
 # %% ../nbs/00_core.ipynb #51e77b0d
 def get_logger(name: str = 'alchemist') -> logging.Logger:
-    "A logger that prints `time level name: message` once (no duplicate handlers on notebook re-runs)."
-    log = logging.getLogger(name)
-    if not log.handlers and not logging.getLogger().handlers:
+    "A logger under `alchemist`; one handler on the top logger, which does not propagate (no duplicates when a library calls basicConfig)."
+    top = logging.getLogger('alchemist')
+    if not getattr(top, '_alchemist_handler', False):
         h = logging.StreamHandler(); h.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s', '%H:%M:%S'))
-        log.addHandler(h); log.setLevel(os.environ.get('ALCHEMIST_LOG', 'INFO'))
-    return log
+        top.addHandler(h); top.setLevel(os.environ.get('ALCHEMIST_LOG', 'INFO')); top.propagate = False
+        top._alchemist_handler = True
+    return logging.getLogger(name)
 
 def progress(it: Iterable | None = None, desc: str = '', total: int | None = None, **kw):
     "A tqdm bar; `ALCHEMIST_PROGRESS=0` silences every bar (tests, CI logs)."

@@ -40,6 +40,7 @@ class ExperimentConfig:
     group_mlp: bool = True         # batch-level Group MLP on/off
     meta_epochs: int = 2           # passes over the held-out split
     proxy_size: str = 's'          # proxy T2I model size for meta-training
+    meta_batch: int = 64           # pairs per held-out and per train batch (paper: 64); halved while the held-out split is smaller
     # downstream training
     family: str = 'unet'           # 'unet' or 'pixart'
     size: str = 's'                # 's', 'm', 'l'
@@ -96,13 +97,17 @@ def rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame,
     "Meta-train the rater (or reuse it) and score the train split with it."
     from alchemist.bilevel import MetaConfig, meta_train
     from alchemist.scoring import ScoringConfig, read_scores, score_corpus
-    out = rater_dir(cfg, corpus_dir); info = {}
-    ckpt = out/'rater.pt'
+    from alchemist.data import read_manifest
+    n_held = int((read_manifest(corpus_dir).split == 'heldout').sum())
+    batch = cfg.meta_batch
+    while batch > 2 and batch > n_held: batch //= 2
+    if batch != cfg.meta_batch: get_logger('alchemist.experiments').warning(f"held-out split has {n_held} pairs: meta batch {cfg.meta_batch} -> {batch}")
+    out = rater_dir(cfg, corpus_dir)/f'b{batch}'; info = dict(meta_batch=batch)
     if not (out/'done.json').exists():
         with Timer() as t:
             res = meta_train(MetaConfig(mode=cfg.meta_mode, corpus=str(corpus_dir), resolution=cfg.resolution, proxy_size=cfg.proxy_size,
                                         rater=dict(resolution=cfg.resolution, group_mlp=cfg.group_mlp), epochs=cfg.meta_epochs,
-                                        seed=cfg.seed, device=cfg.device, out_dir=str(out)))
+                                        batch=batch, seed=cfg.seed, device=cfg.device, out_dir=str(out)))
         ckpt = Path(res['rater_checkpoint'])
         write_json(out/'done.json', dict(rater_checkpoint=str(ckpt), seconds=t.wall, cpu_ratio=t.cpu_ratio))
     done = read_json(out/'done.json'); info['rater_seconds'] = done['seconds']; ckpt = Path(done['rater_checkpoint'])
