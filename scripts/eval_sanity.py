@@ -29,6 +29,7 @@ def main(argv=None):
     ap.add_argument('--out', default='runs/eval_sanity')
     ap.add_argument('--effnet-size', type=int, default=224, help='EfficientNet input side (224 = its native size)')
     ap.add_argument('--clip', default='', help='ClipLikeConfig overrides as JSON, e.g. \'{"width": 64, "layers": 2, "steps": 200}\'')
+    ap.add_argument('--metrics', default='fd,kid,clip,attr', help='comma-separated subset of fd,kid,clip,attr')
     ap.add_argument('--only', choices=['clean', 'defect_only'], help='run one subset (two processes can run side by side)')
     ap.add_argument('--prepare-clip', action='store_true', help='only train (and cache) the corpus CLIP-like judge')
     a = ap.parse_args(argv)
@@ -36,7 +37,7 @@ def main(argv=None):
     man = read_manifest(corpus); tr = man[man.split == 'train']
     rng = np.random.default_rng(a.seed)
     subsets = {'clean': tr[tr.defect == 'clean'].uid.tolist(), 'defect_only': tr[tr.defect != 'clean'].uid.tolist()}
-    ecfg = eval_config('quick', n_samples=a.n_samples, effnet_size=a.effnet_size, device='cpu',
+    ecfg = eval_config('quick', n_samples=a.n_samples, effnet_size=a.effnet_size, device='cpu', metrics=tuple(a.metrics.split(',')),
                        clip={**json.loads(a.clip or '{}'), 'device': 'cpu'})
     if a.prepare_clip:
         from alchemist.image_encoders import clip_like_for_corpus
