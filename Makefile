@@ -34,7 +34,7 @@ test: $(STAMP)  ## notebook tests (nbdev_test) then pytest; fails when no test r
 	ALCHEMIST_PROGRESS=0 $(BIN)/pytest tests
 
 lab: $(STAMP)  ## JupyterLab on the project's kernel
-	$(BIN)/jupyter lab --notebook-dir=nbs
+	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 docs: $(STAMP)  ## documentation site (nbdev_docs where Quarto exists, else HTML via nbconvert in _docs/)
 	$(BIN)/python scripts/build_docs.py
