@@ -352,6 +352,7 @@ def reproduce(table: str = 'all', profile: str = 'smoke', on_error: str = 'conti
     log, tdir = get_logger('alchemist.reproduce'), Path(templates_dir or experiments_dir())
     names = list(TABLES) if str(table).lower() == 'all' else [get_table(table).name]
     plans = {n: plan(n, profile, runs_root, tdir, config_cls) for n in names}  # every table checked before anything runs
+    all_ids = {n: [r.run_id for r in rs] for n, rs in plans.items()}  # collected whatever `only` picks, so partial sweeps add up
     if only: plans = {n: [r for r in rs if re.search(only, r.run_id)] for n, rs in plans.items()}
     res, stop = ReproduceResult(), False
     for n, runs in plans.items():
@@ -373,9 +374,9 @@ def reproduce(table: str = 'all', profile: str = 'smoke', on_error: str = 'conti
                     if on_error == 'stop': stop = True
                     continue
             # the CSV follows every finished run, so a sweep cut off at any moment leaves its results collected
-            csv = collect(n, profile, [q.run_id for q in runs], runs_root, results_dir)
+            csv = collect(n, profile, all_ids[n], runs_root, results_dir)
             if commit and csv: commit_results(csv, f"results: {n}/{profile} {r.run_id}")
-        csv = collect(n, profile, [r.run_id for r in runs], runs_root, results_dir)
+        csv = collect(n, profile, all_ids[n], runs_root, results_dir)
         if csv: res.csv.append(csv); log.info(f"{n}/{profile}: results in {csv}")
     if res.failed: log.error(f"{len(res.failed)} run(s) failed: " + '; '.join(f"{f.run_id}: {f.cause}" for f in res.failed))
     return res

@@ -199,3 +199,12 @@ def test_commit_results_commits_only_the_results(tmp_path, monkeypatch):
     assert sorted(git('show', '--name-only', '--format=', 'HEAD').split()) == ['reports/results/T1_quick.csv', 'reports/results/T1_quick_records.csv']
     assert 'other.txt' in git('diff', '--cached', '--name-only')                     # still staged, not committed
     assert not rp.commit_results(csv, 'nothing changed')
+
+
+def test_partial_sweeps_with_only_add_up_in_the_csv(tiny):
+    "Running a table seed by seed with `only` keeps every finished run in the CSV (not just the last slice)."
+    tdir, kw = tiny
+    (tdir/'T1_selection.yaml').write_text("profiles:\n  quick: {seeds: [0, 1], sets: [{method: random}]}\n")
+    rp.reproduce('T1', 'quick', only='_s0_', **kw)
+    res = rp.reproduce('T1', 'quick', only='_s1_', **kw)
+    assert sorted(pd.read_csv(res.csv[0])['seed']) == [0, 1]
