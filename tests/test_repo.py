@@ -36,13 +36,18 @@ def _tree(d: Path, pattern: str):
     return {p.relative_to(d).as_posix(): p.read_text() for p in sorted(d.rglob(pattern)) if '__pycache__' not in p.parts}
 
 
+def _changed_by(tool: str, tmp_path, subdir: str, pattern: str):
+    "Run nbdev `tool` in a copy of the project; return the copy and the files under `subdir` it changed (with their new text)."
+    proj = _copy_project(tmp_path)
+    before = _tree(proj/subdir, pattern)
+    subprocess.run([str(BIN/tool)], cwd=proj, check=True, capture_output=True)
+    after = _tree(proj/subdir, pattern)
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)), after
+
+
 def test_export_leaves_no_diff(tmp_path):
     "The package is in sync with the notebooks: nbdev_export in a copy changes nothing."
-    proj = _copy_project(tmp_path)
-    before = _tree(proj/'alchemist', '*.py')
-    subprocess.run([str(BIN/'nbdev_export')], cwd=proj, check=True, capture_output=True)
-    after = _tree(proj/'alchemist', '*.py')
-    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    changed, _ = _changed_by('nbdev_export', tmp_path, 'alchemist', '*.py')
     assert not changed, f"nbdev_export changed {changed}: edit the notebook, then run nbdev_export and commit both"
 
 
@@ -60,11 +65,7 @@ def test_no_orphan_modules():
 
 def test_notebooks_clean(tmp_path):
     "nbdev_clean leaves no diff, and keeps papermill's 'parameters' tag."
-    proj = _copy_project(tmp_path)
-    before = _tree(proj/'nbs', '*.ipynb')
-    subprocess.run([str(BIN/'nbdev_clean')], cwd=proj, check=True, capture_output=True)
-    after = _tree(proj/'nbs', '*.ipynb')
-    changed = sorted(k for k in before if before[k] != after[k])
+    changed, after = _changed_by('nbdev_clean', tmp_path, 'nbs', '*.ipynb')
     assert not changed, f"run nbdev_clean and commit: {changed}"
     for k, text in after.items():
         if k.startswith('experiments/'):
