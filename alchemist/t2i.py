@@ -20,7 +20,7 @@ from torch import nn
 from .core import config_from_dict, config_to_dict, get_device
 
 # %% ../nbs/05_t2i.ipynb #d70ccc95
-UNET_SIZES = {  # block widths per size: ~1.2M, ~3.4M, ~13M parameters with 384-d cross-attention
+UNET_SIZES = {  # block widths per size: ~1.0M, ~3.3M, ~12.7M parameters with 384-d cross-attention (attn_skip_levels=1)
     's': (32, 32, 64), 'm': (32, 64, 128), 'l': (64, 128, 256)}
 PIXART_SIZES = {  # (width, depth): ~1.8M, ~5.2M, ~14M parameters; heads of 32 channels
     's': (128, 6), 'm': (192, 8), 'l': (288, 12)}
@@ -38,6 +38,8 @@ class T2IConfig:
     channels: tuple = ()                  # UNet block widths; empty = the size preset
     layers_per_block: int = 1             # UNet resnet layers per block
     head_channels: int = 32               # channels per attention head (both families)
+    attn_skip_levels: int = 1             # UNet: the first N (highest-resolution) levels have no attention. Why: at 32 px
+                                          # self-attention over all 1024 pixels cost 5x the FLOP rate of the rest (benchmark)
     width: int = 0                        # PixArt width; 0 = the size preset
     depth: int = 0                        # PixArt number of transformer blocks; 0 = the size preset
     patch_size: int = 0                   # PixArt patch side; 0 = resolution // 8 (an 8x8 token grid), at least 2
@@ -58,11 +60,15 @@ def _build_unet(cfg: T2IConfig):
     from diffusers import UNet2DConditionModel
     ch = tuple(cfg.channels) or UNET_SIZES[cfg.size]
     n = len(ch)
+    if not 0 <= cfg.attn_skip_levels <= n - 1:
+        raise ValueError(f"T2IConfig.attn_skip_levels must be in [0, {n - 1}] for {n} levels, got {cfg.attn_skip_levels}")
+    # attention at the middle levels; the lowest level relies on the mid block's attention (same resolution)
+    down = tuple('CrossAttnDownBlock2D' if cfg.attn_skip_levels <= i < n - 1 else 'DownBlock2D' for i in range(n))
     return UNet2DConditionModel(
         sample_size=cfg.resolution, in_channels=3, out_channels=3, block_out_channels=ch,
         layers_per_block=cfg.layers_per_block,
-        down_block_types=('CrossAttnDownBlock2D',) * (n - 1) + ('DownBlock2D',),
-        up_block_types=('UpBlock2D',) + ('CrossAttnUpBlock2D',) * (n - 1),
+        down_block_types=down,
+        up_block_types=tuple(b.replace('Down', 'Up') for b in reversed(down)),
         cross_attention_dim=cfg.text_dim,
         attention_head_dim=tuple(max(1, c // cfg.head_channels) for c in ch),  # diffusers' legacy name: this is the number of heads
         norm_num_groups=8)
