@@ -208,3 +208,27 @@ def test_partial_sweeps_with_only_add_up_in_the_csv(tiny):
     rp.reproduce('T1', 'quick', only='_s0_', **kw)
     res = rp.reproduce('T1', 'quick', only='_s1_', **kw)
     assert sorted(pd.read_csv(res.csv[0])['seed']) == [0, 1]
+
+
+def test_readme_headline_is_generated_from_committed_results():
+    "The README's headline block is exactly what `alchemist.reports` makes of reports/results/ (so nobody typed it)."
+    from alchemist.core import repo_root
+    from alchemist.reports import README_BEGIN, README_END, headline_block, load_results
+    text = (repo_root()/'README.md').read_text()
+    assert README_BEGIN in text and README_END in text, 'README.md lost its headline markers'
+    block = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
+    res = load_results() if (repo_root()/'reports'/'results').exists() else {}
+    expected = headline_block(res)
+    if expected is None: assert block == '(no Table 1 results collected yet)'
+    else: assert block == expected.strip(), 'README headline differs from reports/results/: run `alchemist reproduce` (or write_reports())'
+
+
+def test_quick_profile_stays_small():
+    "The quick profile must fit ~30 minutes on 2 cores: count its distinct downstream experiments after sharing."
+    from alchemist.reproduce import TABLES, plan
+    keys, own = set(), 0
+    for name, t in TABLES.items():
+        for r in plan(name, 'quick'):
+            if t.shares_runs: keys.add(r.config_key)
+            else: own += 1
+    assert len(keys) + own <= 120, f"quick profile has {len(keys)} shared + {own} figure runs; cut it (see nbs/experiments/*.yaml)"
