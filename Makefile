@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 PROFILE ?= quick
 TABLE ?= all
+JOBS ?= 2
 export ALCHEMIST_ROOT := $(CURDIR)
 # torch threads sleep instead of spinning while they wait: on a shared 2-core box spinning threads starve each other
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -39,8 +40,8 @@ lab: $(STAMP)  ## JupyterLab on the project's kernel
 docs: $(STAMP)  ## documentation site (nbdev_docs where Quarto exists, else HTML via nbconvert in _docs/)
 	$(BIN)/python scripts/build_docs.py
 
-reproduce: $(STAMP)  ## regenerate the paper tables: make reproduce PROFILE=quick|paper TABLE=all|T1|...
-	$(BIN)/alchemist reproduce --table $(TABLE) --profile $(PROFILE)
+reproduce: $(STAMP)  ## regenerate the paper tables: make reproduce PROFILE=quick|paper TABLE=all|T1|... JOBS=2 (notebooks at once)
+	$(BIN)/alchemist reproduce --table $(TABLE) --profile $(PROFILE) --jobs $(JOBS)
 
 bench: $(STAMP)  ## throughput benchmarks; figures go to reports/benchmarks/
 	$(BIN)/python scripts/bench_all.py

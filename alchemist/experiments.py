@@ -4,13 +4,14 @@
 
 # %% ../nbs/13_experiments.ipynb #0d154504
 from __future__ import annotations
-import dataclasses, hashlib, json, shutil, time
+import contextlib, dataclasses, hashlib, json, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['RATER_SAMPLERS', 'ExperimentConfig', 'config_hash', 'run_dir_for', 'build_corpus', 'rater_dir', 'rater_scores',
-           'baseline_scores', 'choose_subset', 'subset_stats', 'train_and_evaluate', 'run']
+           'baseline_scores', 'choose_subset', 'subset_stats', 'eval_config_for', 'warm_caches', 'corpus_lock',
+           'train_and_evaluate', 'run']
 
 # %% ../nbs/13_experiments.ipynb #02db5e25
 import numpy as np
@@ -82,8 +83,8 @@ def build_corpus(cfg: ExperimentConfig) -> Path:
     if cfg.corpus == 'web':
         from alchemist.sources import WebConfig, build_web
         # a subsample gets its own folder (and leaves the full corpus's data card alone)
-        name = 'web' if cfg.corpus_n == 0 else f'web-n{cfg.corpus_n}'
-        return build_web(config_from_dict(WebConfig, dict(resolution=cfg.resolution, limit=cfg.corpus_n, name=name,
+        # (`build_web` names a subsample's folder after its limit, e.g. web-n1000-16px)
+        return build_web(config_from_dict(WebConfig, dict(resolution=cfg.resolution, limit=cfg.corpus_n, name='web',
                                                           write_card=cfg.corpus_n == 0)))
     p = Path(cfg.corpus)
     if not (p/'manifest.parquet').exists(): raise ConfigError(f"ExperimentConfig.corpus={cfg.corpus!r} is neither 'synthetic', 'web' nor a corpus folder")
@@ -162,6 +163,38 @@ def subset_stats(corpus_dir: Path, uids: list) -> dict:
     return st
 
 # %% ../nbs/13_experiments.ipynb #e3a878f4
+def eval_config_for(cfg: ExperimentConfig):
+    "The `EvalConfig` of an experiment: its profile's, with the sample count and sampler steps it sets."
+    from alchemist.evaluate import eval_config
+    # the profile sets the judges' own budgets (CLIP-like tower steps, real-image count)
+    over = {k: v for k, v in dict(n_samples=cfg.eval_samples, steps=cfg.eval_steps).items() if v > 0}
+    return eval_config(cfg.profile, guidance=cfg.guidance, device=cfg.device, **over)
+
+def warm_caches(cfg: ExperimentConfig, corpus_dir: Path) -> None:
+    "Build the per-corpus caches that training and evaluation read (caption embeddings, real-image features, CLIP-like judge)."
+    from alchemist.encoders import caption_embeddings
+    from alchemist.evaluate import real_features
+    from alchemist.image_encoders import clip_like_for_corpus
+    ecfg = eval_config_for(cfg)
+    caption_embeddings(corpus_dir, max_tokens=ecfg.max_tokens)
+    if {'fd', 'kid'} & set(ecfg.metrics): real_features(corpus_dir, cfg.resolution, ecfg)
+    if 'clip' in ecfg.metrics: clip_like_for_corpus(corpus_dir, cfg.resolution, ecfg.clip)
+
+@contextlib.contextmanager
+def corpus_lock(cfg: ExperimentConfig):
+    """Hold an exclusive lock for `cfg`'s corpus (a file under `data_dir()/.locks`) while caches are built.
+    Why: parallel sweeps (`alchemist reproduce --jobs 2`) share the corpus, raters, baselines and judges; each is built once."""
+    d = data_dir()/'.locks'; d.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha1(f"{cfg.corpus}|{cfg.corpus_n}|{cfg.resolution}|{cfg.corpus_seed}".encode()).hexdigest()[:12]
+    with open(d/f'corpus-{key}.lock', 'w') as f:
+        try: import fcntl
+        except ImportError: fcntl = None   # no flock (Windows): run sweeps with --jobs 1
+        if fcntl: fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally:
+            if fcntl: fcntl.flock(f, fcntl.LOCK_UN)
+
+# %% ../nbs/13_experiments.ipynb #d4ec2c21
 def train_and_evaluate(cfg: ExperimentConfig, corpus_dir: Path, out: Path, n_pool: int) -> dict:
     "Downstream training on `out/subset.json` at the config's budget, then every metric."
     from alchemist.evaluate import eval_config, evaluate_model
@@ -173,11 +206,7 @@ def train_and_evaluate(cfg: ExperimentConfig, corpus_dir: Path, out: Path, n_poo
         out_dir=str(out/'train')))
     with Timer() as t: tr = train(tcfg)
     model = load_trained(tr['run_dir'], ema=True)
-    with Timer() as te:
-        # the profile sets the judges' own budgets (CLIP-like tower steps, real-image count)
-        over = {k: v for k, v in dict(n_samples=cfg.eval_samples, steps=cfg.eval_steps).items() if v > 0}
-        ev = evaluate_model(model, corpus_dir, eval_config(cfg.profile, guidance=cfg.guidance, device=cfg.device, **over),
-                            out_dir=out/'eval')
+    with Timer() as te: ev = evaluate_model(model, corpus_dir, eval_config_for(cfg), out_dir=out/'eval')
     return dict(train_seconds=t.wall, train_steps=tr.get('steps'), final_loss=tr.get('final_loss'),
                 images_per_s=tr.get('images_per_s'), eval_seconds=te.wall, **ev)
 
@@ -192,9 +221,11 @@ def run(cfg: ExperimentConfig | dict) -> dict:
         if prev.get('config_hash') == config_hash(cfg): return prev['metrics']
     log = get_logger('alchemist.experiments'); seed_everything(cfg.seed)
     with Timer() as t:
-        corpus_dir = build_corpus(cfg)
-        log.info(f"[{cfg.method}] selecting from {corpus_dir}")
-        uids, info = choose_subset(cfg, corpus_dir, out)
+        with corpus_lock(cfg):   # shared caches are built by one process at a time; training runs outside the lock
+            corpus_dir = build_corpus(cfg)
+            log.info(f"[{cfg.method}] selecting from {corpus_dir}")
+            uids, info = choose_subset(cfg, corpus_dir, out)
+            warm_caches(cfg, corpus_dir)
         stats = subset_stats(corpus_dir, uids)
         log.info(f"[{cfg.method}] {stats['n_selected']} of {info['n_pool']} selected; training")
         res = train_and_evaluate(cfg, corpus_dir, out, info['n_pool'])

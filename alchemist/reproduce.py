@@ -4,7 +4,8 @@
 
 # %% ../nbs/13b_reproduce.ipynb #9ff5bfc2
 from __future__ import annotations
-import argparse, ast, dataclasses, difflib, hashlib, json, re, resource, sys, time, traceback
+import argparse, ast, contextlib, dataclasses, difflib, hashlib, json, os, re, resource, sys, time, traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,8 @@ class RunFailure:
 
     def __str__(self): return f"run {self.run_id} failed: {self.cause} (notebook kept: {self.notebook})"
 
-def execute_run(run: Run, template: str | Path, kernel: str = 'python3', cwd: str | Path | None = None) -> RunFailure | None:
+def execute_run(run: Run, template: str | Path, kernel: str = 'python3', cwd: str | Path | None = None,
+                measure_cpu: bool = True) -> RunFailure | None:
     "Execute `template` for `run` with papermill; return None on success, a `RunFailure` otherwise."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -236,7 +238,8 @@ def execute_run(run: Run, template: str | Path, kernel: str = 'python3', cwd: st
     wall, c1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
     write_json(run.dir/'run.json', {**rec, 'status': 'failed' if failure else 'done', 'wall_s': round(wall, 3),
-                                    'cpu_ratio': round(cpu / max(wall, 1e-9), 3), 'error': failure.cause if failure else None})
+                                    # with parallel jobs the children's CPU time cannot be told apart: not recorded
+                                    'cpu_ratio': round(cpu / max(wall, 1e-9), 3) if measure_cpu else None, 'error': failure.cause if failure else None})
     return failure
 
 # %% ../nbs/13b_reproduce.ipynb #98f46b77
@@ -343,12 +346,33 @@ class ReproduceResult:
     @property
     def ok(self) -> bool: return not self.failed and not self.not_run
 
+class _Inline:
+    "A one-worker 'executor' that runs the job in the calling thread (so Ctrl-C reaches papermill directly)."
+    def submit(self, fn, *a, **kw):
+        fut = Future()
+        try: fut.set_result(fn(*a, **kw))
+        except Exception as e: fut.set_exception(e)
+        return fut
+    def __enter__(self): return self
+    def __exit__(self, *exc): return False
+
+@contextlib.contextmanager
+def _threads_per_job(jobs: int):
+    "Kernels started inside get `OMP_NUM_THREADS` = cores // jobs (unless the user set it). Why: 2 jobs x 2 threads on 2 cores thrash."
+    old = os.environ.get('OMP_NUM_THREADS')
+    if jobs > 1 and old is None: os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // jobs))
+    try: yield
+    finally:
+        if jobs > 1 and old is None: os.environ.pop('OMP_NUM_THREADS', None)
+
 def reproduce(table: str = 'all', profile: str = 'smoke', on_error: str = 'continue', runs_root: str | Path | None = None,
               results_dir: str | Path | None = None, templates_dir: str | Path | None = None, config_cls=None,
               only: str | None = None, dry_run: bool = False, kernel: str = 'python3', reuse: bool = True,
-              commit: bool = False) -> ReproduceResult:
-    "Validate, then run every parameter set of `table` ('all' or a name) for `profile` with papermill, then collect the CSVs."
+              commit: bool = False, jobs: int = 1) -> ReproduceResult:
+    """Validate, then run every parameter set of `table` ('all' or a name) for `profile` with papermill, then collect the CSVs.
+    `jobs` > 1 runs that many notebooks at once (each with cores // jobs threads); shared caches are built under a per-corpus lock."""
     if on_error not in ('continue', 'stop'): raise ConfigError(f"on_error must be 'continue' or 'stop', got '{on_error}'")
+    if int(jobs) < 1: raise ConfigError(f"jobs must be >= 1, got {jobs}")
     log, tdir = get_logger('alchemist.reproduce'), Path(templates_dir or experiments_dir())
     names = list(TABLES) if str(table).lower() == 'all' else [get_table(table).name]
     plans = {n: plan(n, profile, runs_root, tdir, config_cls) for n in names}  # every table checked before anything runs
@@ -361,21 +385,38 @@ def reproduce(table: str = 'all', profile: str = 'smoke', on_error: str = 'conti
         log.info(f"{n}/{profile}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
         if dry_run:
             res.not_run += [r.run_id for r in todo]; continue
-        for r in progress(todo, desc=f"{n}/{profile}"):
-            if stop: res.not_run.append(r.run_id); continue
-            src = finished_runs(runs_root, profile).get(r.config_key) if reuse and TABLES[n].shares_runs else None
-            if src is not None:
-                reuse_run(r, src); res.reused.append(r.run_id); log.info(f"{n}/{r.run_id}: same experiment as {src}, reused")
-            else:
-                f = execute_run(r, tdir/TABLES[n].template, kernel=kernel)
-                if f is None: res.done.append(r.run_id)
-                else:
-                    res.failed.append(f); log.error(str(f))
-                    if on_error == 'stop': stop = True
-                    continue
+        bar, queue, pending = progress(total=len(todo), desc=f"{n}/{profile}"), list(todo), {}
+
+        def finished(r):
             # the CSV follows every finished run, so a sweep cut off at any moment leaves its results collected
             csv = collect(n, profile, all_ids[n], runs_root, results_dir)
             if commit and csv: commit_results(csv, f"results: {n}/{profile} {r.run_id}")
+
+        def launch(ex) -> None:
+            "Start the next run that needs executing (reused runs are filled in on the way)."
+            while queue:
+                r = queue.pop(0)
+                if stop: res.not_run.append(r.run_id); bar.update(); continue
+                src = finished_runs(runs_root, profile).get(r.config_key) if reuse and TABLES[n].shares_runs else None
+                if src is not None:
+                    reuse_run(r, src); res.reused.append(r.run_id); log.info(f"{n}/{r.run_id}: same experiment as {src}, reused")
+                    finished(r); bar.update(); continue
+                pending[ex.submit(execute_run, r, tdir/TABLES[n].template, kernel=kernel, measure_cpu=jobs == 1)] = r
+                return
+
+        with _threads_per_job(jobs), (ThreadPoolExecutor(jobs) if jobs > 1 else _Inline()) as ex:
+            for _ in range(jobs): launch(ex)
+            while pending:
+                done_now, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in done_now:
+                    r, f = pending.pop(fut), fut.result()
+                    bar.update()
+                    if f is None: res.done.append(r.run_id); finished(r)
+                    else:
+                        res.failed.append(f); log.error(str(f))
+                        if on_error == 'stop': stop = True
+                    launch(ex)
+        bar.close()
         csv = collect(n, profile, all_ids[n], runs_root, results_dir)
         if csv: res.csv.append(csv); log.info(f"{n}/{profile}: results in {csv}")
     if res.failed: log.error(f"{len(res.failed)} run(s) failed: " + '; '.join(f"{f.run_id}: {f.cause}" for f in res.failed))
@@ -411,11 +452,12 @@ def rating_band_grids(cfg, n_bands: int = 5, per_band: int = 8) -> dict:
     import numpy as np
     from alchemist.core import Timer, run_record, seed_everything
     from alchemist.data import load_images, read_manifest, save_image_grid
-    from alchemist.experiments import build_corpus, rater_scores
+    from alchemist.experiments import build_corpus, corpus_lock, rater_scores
     out = _fig_out(cfg, 'Fig5'); seed_everything(cfg.seed)
     with Timer() as t:
-        corpus_dir = build_corpus(cfg)
-        scores, info = rater_scores(cfg, corpus_dir)
+        with corpus_lock(cfg):   # parallel sweeps share the corpus and its raters
+            corpus_dir = build_corpus(cfg)
+            scores, info = rater_scores(cfg, corpus_dir)
         man = read_manifest(corpus_dir)[['uid', 'caption', 'defect']]
         bands = rating_bands(scores, n_bands).merge(man, on='uid', how='left')
         labelled = bool((bands.defect.fillna('clean') != 'clean').any())
@@ -445,13 +487,14 @@ def rating_band_traces(cfg, n_bands: int = 5, per_band: int = 4, trace_every: in
     from alchemist.core import Timer, get_device, run_record, seed_everything
     from alchemist.data import load_images
     from alchemist.encoders import caption_embeddings, rows_for
-    from alchemist.experiments import build_corpus, rater_scores
+    from alchemist.experiments import build_corpus, corpus_lock, rater_scores
     from alchemist.t2i import build_t2i
     if trace_every < 1: raise ConfigError(f"trace_every must be >= 1, got {trace_every}")
     out, dev = _fig_out(cfg, 'Fig3'), get_device(cfg.device); seed_everything(cfg.seed)
     with Timer() as t:
-        corpus_dir = build_corpus(cfg)
-        scores, info = rater_scores(cfg, corpus_dir)
+        with corpus_lock(cfg):
+            corpus_dir = build_corpus(cfg)
+            scores, info = rater_scores(cfg, corpus_dir)
         probe = _probe(rating_bands(scores, n_bands), per_band, cfg.seed)
         imgs, uids = load_images(corpus_dir, cfg.resolution, split='train')
         tb = rows_for(caption_embeddings(corpus_dir), uids).float()
@@ -508,11 +551,12 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     p.add_argument('--dry-run', action='store_true', help='validate and list the runs without executing them')
     p.add_argument('--no-report', action='store_true', help='do not rebuild reports/*.md after collecting')
     p.add_argument('--no-reuse', action='store_true', help='run every set even when another table already ran the same experiment')
+    p.add_argument('--jobs', type=int, default=1, help='notebooks run at once (2 on a 2-core box: each gets one thread)')
     p.add_argument('--commit', action='store_true', help='git-commit the results CSV after every finished run (long sweeps)')
     p.add_argument('--runs-dir', default=None); p.add_argument('--results-dir', default=None)
     a = p.parse_args(argv)
     try:
-        res = reproduce(a.table, a.profile, on_error=a.on_error, runs_root=a.runs_dir, results_dir=a.results_dir,
+        res = reproduce(a.table, a.profile, on_error=a.on_error, runs_root=a.runs_dir, results_dir=a.results_dir, jobs=a.jobs,
                         only=a.only, dry_run=a.dry_run, reuse=not a.no_reuse, commit=a.commit)
     except (ConfigError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr); return 2

@@ -232,3 +232,21 @@ def test_quick_profile_stays_small():
             if t.shares_runs: keys.add(r.config_key)
             else: own += 1
     assert len(keys) + own <= 120, f"quick profile has {len(keys)} shared + {own} figure runs; cut it (see nbs/experiments/*.yaml)"
+
+
+def test_parallel_jobs_run_every_set_and_match_sequential(tiny, tmp_path):
+    "--jobs 2 runs each set once, reports crashes the same way, and collects the same rows as --jobs 1."
+    tdir, kw = tiny
+    (tdir/'T1_selection.yaml').write_text("profiles:\n  quick: {seeds: [0, 1, 2], sets: [{method: random}, {method: full}, {method: full, corpus: missing, seed: 0}]}\n")
+    par = rp.reproduce('T1', 'quick', jobs=2, **kw)
+    assert len(par.done) == 6 and len(par.failed) == 1 and 'missing' in par.failed[0].run_id
+    runs = [json.loads(p.read_text()) for p in (tmp_path/'runs'/'T1'/'quick').glob('*/run.json')]
+    assert all(r['cpu_ratio'] is None for r in runs)   # not attributable with parallel kernels
+    seq_kw = {**kw, 'runs_root': tmp_path/'runs_seq', 'results_dir': tmp_path/'results_seq'}
+    seq = rp.reproduce('T1', 'quick', jobs=1, **seq_kw)
+    assert sorted(par.done) == sorted(seq.done)
+    cols = ['run_id', 'metrics.fd_effnet']
+    a = pd.read_csv(kw['results_dir']/'T1_quick.csv')[cols].sort_values('run_id').reset_index(drop=True)
+    b = pd.read_csv(seq_kw['results_dir']/'T1_quick.csv')[cols].sort_values('run_id').reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(ConfigError, match='jobs must be'): rp.reproduce('T1', 'quick', jobs=0, **kw)
