@@ -35,7 +35,7 @@ class TrainConfig:
     lr: float = 1e-3                       # AdamW peak learning rate
     betas: tuple = (0.9, 0.999)            # AdamW betas
     weight_decay: float = 0.01             # AdamW weight decay
-    warmup_steps: int = 50                 # linear learning-rate warm-up, then constant
+    warmup_steps: int = 50                 # linear learning-rate warm-up over min(this, 10% of the run's steps), then constant
     grad_clip: float = 1.0                 # gradient-norm clip (0 = off)
     ema_decay: float = 0.999               # EMA decay (ramped up as (1+step)/(10+step) early on)
     max_tokens: int = 16                   # caption tokens cached per caption
@@ -155,8 +155,11 @@ def save_loss_curve(run_dir: Path, history: list, title: str = '') -> tuple[Path
 class NonFiniteLoss(FloatingPointError):
     "The training loss became NaN or infinite."
 
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
+def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    "Learning rate at `step` of a `total`-step run."
+    # why the 10% cap: under equal epochs a 20% subset gets few steps; a fixed 50-step warm-up would use all of them
+    w = min(cfg.warmup_steps, max(1, total // 10))
+    return cfg.lr * min(1.0, (step + 1) / w) if cfg.warmup_steps > 0 else cfg.lr
 
 def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, uids: list,
         run_dir: str | Path, stop_at: int | None = None) -> dict:
@@ -200,7 +203,7 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
             idx = order(step).to(dev)
             x0 = imgs[idx].permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
             tk, mk = tokens[idx].float(), mask[idx]
-            lr = _lr_at(cfg, step)
+            lr = _lr_at(cfg, step, T)
             for gp in opt.param_groups: gp['lr'] = lr
             losses = model.per_sample_loss(x0, tk, mk, generator=step_generator(cfg.seed, step, dev))
             if not torch.isfinite(losses).all():
