@@ -67,7 +67,9 @@ class BaselineConfig:
     edge_threshold: float = 0.15   # Sobel magnitude (grey in [0,1], /4 so a unit step gives 1) of a thinned edge pixel
     clip_checkpoint: str = ''      # CLIP-like model checkpoint ('' = alchemist.image_encoders' cached/trained model for the corpus)
     clip_steps: int = 0            # training steps of that model when it is trained here (0 = ClipLikeConfig's default)
-    aesthetic_target: str = 'labels'  # 'labels': clean vs image-degraded rows of a small labelled sample; 'reference': reference corpus vs this corpus
+    aesthetic_target: str = 'auto'    # 'labels': clean vs image-degraded rows of a small labelled sample; 'degraded': a sample vs
+                                      # degraded copies of it (blur/noise/jpeg/low contrast); 'reference': reference corpus vs this one;
+                                      # 'auto': 'labels' when the sample has degraded rows (synthetic), else 'degraded' (web)
     aesthetic_split: str = 'heldout'  # split the labelled sample is drawn from (never the scored split)
     aesthetic_n_labelled: int = 256   # size of that labelled sample (LAION's head was fit on a few hundred k ratings; ours is small)
     aesthetic_negatives: tuple = ('blur', 'noise', 'jpeg', 'lowcontrast', 'plain', 'chaotic')  # defects that count as 'bad looking'
@@ -269,27 +271,41 @@ def _score_aesthetic(corpus_dir, cfg, embedder=None, **kw):
     emb = embedder or clip_embedder(corpus_dir, cfg)
     rng = np.random.default_rng(cfg.seed)
     images, uids = corpus_images(corpus_dir, cfg)
-    if cfg.aesthetic_target == 'labels':
+    mode = cfg.aesthetic_target
+    if mode in ('labels', 'auto', 'degraded'):
         if cfg.aesthetic_split == cfg.split: raise ConfigError(f"aesthetic_split must differ from the scored split '{cfg.split}'")
         m = corpus_rows(corpus_dir, cfg.aesthetic_split)
-        if 'defect' not in m.columns: raise ValueError(f"{corpus_dir}: manifest has no 'defect' column for aesthetic_target='labels'")
+        if mode == 'labels' and 'defect' not in m.columns: raise ValueError(f"{corpus_dir}: manifest has no 'defect' column for aesthetic_target='labels'")
         m = m.iloc[rng.permutation(len(m))[:cfg.aesthetic_n_labelled]]
-        pos_u = m.uid[m.defect == 'clean'].tolist(); neg_u = m.uid[m.defect.isin(cfg.aesthetic_negatives)].tolist()
+        d = m.defect if 'defect' in m.columns else pd.Series('clean', index=m.index)
+        pos_u = m.uid[d == 'clean'].tolist(); neg_u = m.uid[d.isin(cfg.aesthetic_negatives)].tolist()
+        if mode == 'auto': mode = 'labels' if pos_u and neg_u else 'degraded'
+    if mode == 'degraded':
+        # no quality labels (the web corpus): the head learns to tell this corpus's own pictures from degraded copies of them
+        from alchemist.synthetic import DEGRADATIONS, SyntheticConfig, to_uint8
+        lab_ims, lab_uids = corpus_images(corpus_dir, cfg, split=cfg.aesthetic_split)
+        take = np.sort(rng.permutation(len(lab_uids))[:cfg.aesthetic_n_labelled])
+        clean = np.asarray(lab_ims)[take]
+        kinds, scfg = sorted(DEGRADATIONS), SyntheticConfig(resolution=cfg.resolution)
+        bad = np.stack([to_uint8(DEGRADATIONS[kinds[i % len(kinds)]](im.astype(np.float32), rng, scfg)) for i, im in enumerate(clean)])
+        pos, neg = embed_images(emb, clean, cfg.batch_size), embed_images(emb, bad, cfg.batch_size)
+        target = f"degraded: {len(clean)} images of split '{cfg.aesthetic_split}' vs degraded copies of them ({', '.join(kinds)} in turn)"
+    elif mode == 'labels':
         if not pos_u or not neg_u:
             raise ValueError(f"{corpus_dir}: labelled sample of split '{cfg.aesthetic_split}' has {len(pos_u)} clean and {len(neg_u)} "
-                             f"degraded rows (defects {sorted(m.defect.unique())}); use aesthetic_target='reference'")
+                             f"degraded rows (defects {sorted(m.defect.unique())}); use aesthetic_target='degraded' or 'reference'")
         lab_ims, lab_uids = corpus_images(corpus_dir, cfg, split=cfg.aesthetic_split)
         pos_neg = {u: i for i, u in enumerate(lab_uids)}
         pos = embed_images(emb, np.asarray(lab_ims)[[pos_neg[u] for u in pos_u]], cfg.batch_size)
         neg = embed_images(emb, np.asarray(lab_ims)[[pos_neg[u] for u in neg_u]], cfg.batch_size)
         target = f"labels: {len(pos_u)} clean vs {len(neg_u)} image-degraded rows of split '{cfg.aesthetic_split}'"
-    elif cfg.aesthetic_target == 'reference':
+    elif mode == 'reference':
         if not cfg.aesthetic_reference: raise ConfigError("aesthetic_target='reference' needs aesthetic_reference (a corpus dir)")
         ref, _ = corpus_images(cfg.aesthetic_reference, cfg, split='')
         pos = embed_images(emb, ref, cfg.batch_size)
         neg = embed_images(emb, np.asarray(images)[np.sort(rng.permutation(len(images))[:len(ref)])], cfg.batch_size)
         target = f"reference: {len(pos)} images of {cfg.aesthetic_reference} vs {len(neg)} random images of the scored split"
-    else: raise ConfigError(f"unknown aesthetic_target '{cfg.aesthetic_target}'; choose 'labels' or 'reference'")
+    else: raise ConfigError(f"unknown aesthetic_target '{cfg.aesthetic_target}'; choose 'auto', 'labels', 'degraded' or 'reference'")
     head = fit_linear_head(pos, neg, cfg.aesthetic_C, cfg.seed)
     return uids, head_score(head, embed_images(emb, images, cfg.batch_size)), {'embedder': emb.name, 'aesthetic_target': target,
             'head_train_acc': float(head.score(l2n(np.concatenate([pos, neg])), np.r_[np.ones(len(pos)), np.zeros(len(neg))]))}

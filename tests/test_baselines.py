@@ -94,8 +94,11 @@ def test_aesthetic_labels_and_errors(corpus, tmp_path):
         score_baseline('aesthetic', d, BaselineConfig(aesthetic_split='train'), embedder=toy_embedder())
     with pytest.raises(ConfigError, match='aesthetic_reference'):
         score_baseline('aesthetic', d, BaselineConfig(aesthetic_target='reference'), embedder=toy_embedder())
-    with pytest.raises(ValueError, match="aesthetic_target='reference'"):   # no degraded rows in the labelled sample
-        score_baseline('aesthetic', d, BaselineConfig(aesthetic_negatives=('nothing',)), embedder=toy_embedder())
+    with pytest.raises(ValueError, match="aesthetic_target='degraded' or 'reference'"):   # no degraded rows in the labelled sample
+        score_baseline('aesthetic', d, BaselineConfig(aesthetic_target='labels', aesthetic_negatives=('nothing',)), embedder=toy_embedder())
+    # 'auto' (the default) falls back to degraded copies when there is nothing labelled bad (the web corpus)
+    score_baseline('aesthetic', d, BaselineConfig(aesthetic_negatives=('nothing',)), embedder=toy_embedder())
+    assert json.loads((Path(d) / 'scores' / 'aesthetic.json').read_text())['aesthetic_target'].startswith('degraded')
 
 
 def test_curator_pooling_and_scores():
