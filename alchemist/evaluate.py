@@ -123,7 +123,7 @@ EVAL_PROFILES = {
     'smoke': dict(n_samples=16, steps=4, batch_size=16, n_real=64, effnet_size=64, kid_subset=16, kid_subsets=10, grid_n=8,
                   clip=dict(width=32, layers=1, steps=30, batch_size=32)),
     'quick': dict(n_samples=256, steps=20, batch_size=64, n_real=1000, clip=dict(steps=200)),
-    'paper': dict(n_samples=2000, steps=50, batch_size=100, n_real=5000, clip=dict(steps=3000)),
+    'paper': dict(n_samples=2000, steps=50, batch_size=100, n_real=5000, clip=dict(steps=1000)),
 }
 
 def eval_config(profile: str = 'quick', **overrides) -> EvalConfig:
