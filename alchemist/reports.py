@@ -178,10 +178,11 @@ def _provenance(df: pd.DataFrame) -> str:
     def uniq(c): return ', '.join(sorted(df[c].dropna().astype(str).unique())) if c in df.columns else '?'
     own = df[df['reused_from'].isna()] if 'reused_from' in df.columns else df   # reused runs cost nothing here
     wall = pd.to_numeric(own.get('wall_s'), errors='coerce'); cpu = pd.to_numeric(own.get('cpu_ratio'), errors='coerce')
+    cpu_txt = (f"CPU/wall ratio median {cpu.median():.2f} (near the thread count = the run had its cores)." if cpu.notna().any() else
+               "CPU/wall ratio not recorded (runs executed in parallel jobs: their CPU time cannot be told apart).")
     return (f"Runs: {len(df)} ({len(df) - len(own)} reused from identical runs of other tables); profile: {uniq('profile')}; git: {uniq('git')}; machines: {uniq('machine')}; "
             f"dates: {df['date'].min() if 'date' in df else '?'} to {df['date'].max() if 'date' in df else '?'}; "
-            f"wall time per run: median {wall.median():.0f} s, total {wall.sum() / 3600:.2f} h; "
-            f"CPU/wall ratio median {cpu.median():.2f} (near the thread count = the run had its cores).")
+            f"wall time per run: median {wall.median():.0f} s, total {wall.sum() / 3600:.2f} h; {cpu_txt}")
 
 MAIN_METRICS = tuple(m for m, _, _ in METRICS) + ('metrics.kid', 'metrics.clip_top1')  # the columns a reader compares first
 
