@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ['RECORD_COLS', 'METRICS', 'QUALITY', 'MAIN_METRICS', 'README_BEGIN', 'README_END', 'PROFILE_NOTE', 'results_dir',
            'load_results', 'param_cols', 'varying', 'metric_cols', 'fmt_mean_std', 'summarize', 'mean_std_table',
            'time_to_quality', 'speedups', 'bar_figure', 'line_figure', 'main_and_details', 'selection_cost',
-           'report_table', 'write_reports', 'compare', 'claims', 'write_headline', 'headline_block',
+           'report_table', 'write_reports', 'compare', 'claims', 'claims_md', 'write_headline', 'headline_block',
            'update_readme_headline']
 
 # %% ../nbs/15_reports.ipynb #6e7619ea
@@ -322,8 +322,8 @@ def claims(res: dict[str, pd.DataFrame], profile: str, q: str = QUALITY) -> pd.D
         add('T1', 'Alchemist 50% beats Full', 'yes on FID only (16.20 vs 17.48)', c, _sel(d, method='alchemist', retention=0.5), _sel(d, method='full'))
         add('T1', 'Alchemist 20% beats Random 50%', 'yes (FID 18.22 vs 19.70)', c, _sel(d, method='alchemist', retention=0.2), _sel(d, method='random', retention=0.5))
     for c in sorted(t3['corpus'].astype(str).unique()) if t3 is not None and 'corpus' in t3 else []:
+        d = _sel(t3, corpus=c)
         for r in (0.2, 0.5):
-            d = _sel(t3, corpus=c)
             add('T3', f'Alchemist beats Random at {r:.0%}', 'yes (HPDv3, Flux-Reason)', c, _sel(d, method='alchemist', retention=r), _sel(d, method='random', retention=r))
             if 'metrics.defect_rate' in d and d['metrics.defect_rate'].notna().any():   # a check no paper can make: planted defects
                 add('T3', f'Alchemist {r:.0%} keeps fewer planted defects than Random (Δ = defect rate)', '(not measurable there)', c,
@@ -355,6 +355,11 @@ def claims(res: dict[str, pd.DataFrame], profile: str, q: str = QUALITY) -> pd.D
                              f'Alchemist reaches Random\'s quality sooner at {r:.0%}', paper='yes (2.33x at 20%, 5x at 50%)', **{'Δ FD (a − b)': np.nan}, verdict=verdict))
     return pd.DataFrame(rows)
 
+def claims_md(cl: pd.DataFrame) -> str:
+    "The claims table as markdown: signed differences, '–' where there is none, numbers kept as written."
+    cl = cl.assign(**{'Δ FD (a − b)': cl['Δ FD (a − b)'].map(lambda x: '–' if pd.isna(x) else f'{x:+.3g}')})
+    return cl.rename(columns={'Δ FD (a − b)': 'Δ (a − b)'}).to_markdown(index=False, disable_numparse=True)
+
 def write_headline(profile: str, results_dir: str | Path | None = None, out_dir: str | Path | None = None) -> Path | None:
     "Write `reports/headline_<profile>.md`: the T1 table per corpus and the claim checks; None if T1 has no results."
     res = load_results(results_dir)
@@ -371,11 +376,9 @@ def write_headline(profile: str, results_dir: str | Path | None = None, out_dir:
         lines += [f"## {c or 'all'}", '', _md(mean_std_table(d, by)), '']
     cl = claims(res, profile)
     if len(cl):
-        cl['Δ FD (a − b)'] = cl['Δ FD (a − b)'].map(lambda x: '–' if pd.isna(x) else f'{x:+.3g}')
-        cl = cl.rename(columns={'Δ FD (a − b)': 'Δ (a − b)'})
         lines += ["## Do the paper's claims hold here?", '',
                   "One-sided Welch t-test on per-seed values at 5% (FD-EffNet unless the claim says otherwise): *holds*, *contradicted*, "
-                  "or *not resolved* (within the seed spread). Negative Δ favours the claim.", '', cl.to_markdown(index=False, disable_numparse=True), '']
+                  "or *not resolved* (within the seed spread). Negative Δ favours the claim.", '', claims_md(cl), '']
     p = out/f'headline_{profile}.md'
     with atomic_path(p) as tmp: tmp.write_text('\n'.join(lines))
     return p
@@ -404,9 +407,7 @@ def _profile_block(res: dict[str, pd.DataFrame], prof: str) -> list[str]:
         lines += [f"**{c or 'all'}**", '', _md(mean_std_table(d, by, q)), '']
     cl = claims(res, prof)
     if len(cl):
-        cl['Δ FD (a − b)'] = cl['Δ FD (a − b)'].map(lambda x: '–' if pd.isna(x) else f'{x:+.3g}')
-        cl = cl.rename(columns={'Δ FD (a − b)': 'Δ (a − b)'})
-        lines += ["Do the paper's claims hold here? (one-sided Welch t-test at 5% on per-seed values, FD unless the claim says otherwise; *not resolved* = within the seed spread)", '', cl.to_markdown(index=False, disable_numparse=True), '']
+        lines += ["Do the paper's claims hold here? (one-sided Welch t-test at 5% on per-seed values, FD unless the claim says otherwise; *not resolved* = within the seed spread)", '', claims_md(cl), '']
     return lines
 
 def headline_block(res: dict[str, pd.DataFrame]) -> str | None:
