@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RATER_SAMPLERS', 'ExperimentConfig', 'config_hash', 'run_dir_for', 'build_corpus', 'rater_dir', 'rater_scores',
-           'baseline_scores', 'choose_subset', 'subset_stats', 'eval_config_for', 'warm_caches', 'corpus_lock',
-           'train_and_evaluate', 'run']
+__all__ = ['RATER_SAMPLERS', 'BASELINE_CLIP_STEPS', 'ExperimentConfig', 'config_hash', 'run_dir_for', 'build_corpus', 'rater_dir',
+           'rater_scores', 'baseline_scores', 'choose_subset', 'subset_stats', 'eval_config_for', 'warm_caches',
+           'corpus_lock', 'train_and_evaluate', 'run']
 
 # %% ../nbs/13_experiments.ipynb #02db5e25
 import numpy as np
@@ -118,11 +118,17 @@ def rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame,
     info['score_seconds'] = t.wall
     return read_scores(path), info
 
+# Training steps of the CLIP-like model behind the clip_score / aesthetic / semdedup baselines, per profile.
+# Why per profile: at the quick profile 400 steps (the ClipLikeConfig default) cost ~150 s of one core per corpus, a
+# tenth of the whole sweep; 100 steps keep the filter a working pipeline check. The paper profile keeps the default.
+BASELINE_CLIP_STEPS = {'smoke': 30, 'quick': 100, 'paper': 400}
+
 def baseline_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict]:
     "Scores of a baseline on the train split (higher = keep)."
     from alchemist.baselines import BaselineConfig, score_baseline
-    with Timer() as t:
-        df = score_baseline(cfg.method, corpus_dir, BaselineConfig(resolution=cfg.resolution, split='train', seed=cfg.seed, device=cfg.device))
+    bcfg = BaselineConfig(resolution=cfg.resolution, split='train', seed=cfg.seed, device=cfg.device,
+                          clip_steps=BASELINE_CLIP_STEPS[cfg.profile])
+    with Timer() as t: df = score_baseline(cfg.method, corpus_dir, bcfg)
     return df, dict(score_seconds=t.wall)
 
 # %% ../nbs/13_experiments.ipynb #a08788be
