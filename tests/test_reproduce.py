@@ -254,3 +254,16 @@ def test_parallel_jobs_run_every_set_and_match_sequential(tiny, tmp_path):
     b = pd.read_csv(seq_kw['results_dir']/'T1_quick.csv')[cols].sort_values('run_id').reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
     with pytest.raises(ConfigError, match='jobs must be'): rp.reproduce('T1', 'quick', jobs=0, **kw)
+
+
+def test_tables_share_the_rater_of_table3():
+    "Every rated run of the shared tables meta-trains its rater as long as Table 3's (no smoke-sized template default leaks in)."
+    import json
+    from alchemist.reproduce import TABLES, plan
+    for prof in ('quick', 'paper'):
+        t3 = {json.loads(r.config_key)['meta_epochs'] for r in plan('T3', prof)}
+        assert len(t3) == 1, (prof, t3)
+        for name, t in TABLES.items():
+            if not t.shares_runs: continue
+            got = {json.loads(r.config_key)['meta_epochs'] for r in plan(name, prof)}
+            assert got == t3, f"{name}/{prof}: meta_epochs {got} while T3 uses {t3}; set it in nbs/experiments/{t.yaml}"
