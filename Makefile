@@ -12,7 +12,7 @@ export ALCHEMIST_ROOT := $(CURDIR)
 # torch threads sleep instead of spinning while they wait: on a shared 2-core box spinning threads starve each other
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test lab docs reproduce bench export clean-nbs check-nbs help
+.PHONY: setup demo test lab docs reproduce budget bench export clean-nbs check-nbs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -42,6 +42,9 @@ docs: $(STAMP)  ## documentation site (nbdev_docs where Quarto exists, else HTML
 
 reproduce: $(STAMP)  ## regenerate the paper tables: make reproduce PROFILE=quick|paper TABLE=all|T1|... JOBS=2 (notebooks at once)
 	$(BIN)/alchemist reproduce --table $(TABLE) --profile $(PROFILE) --jobs $(JOBS)
+
+budget: $(STAMP)  ## what a profile costs here: runs per table, finished runs, estimated CPU-hours (make budget PROFILE=paper)
+	$(BIN)/python scripts/paper_budget.py --profile $(PROFILE)
 
 bench: $(STAMP)  ## throughput benchmarks; figures go to reports/benchmarks/
 	$(BIN)/python scripts/bench_all.py
