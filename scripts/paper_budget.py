@@ -1,6 +1,6 @@
 """What a profile costs on this kind of machine: runs per table after sharing, finished runs, estimated CPU-hours.
 
-Usage: python scripts/paper_budget.py [--profile paper] [--markdown]
+Usage: python scripts/paper_budget.py [--profile paper] [--out reports/paper_budget.md]
 
 The estimate is a cost model, not a measurement: one thread per run (`alchemist reproduce --jobs 2` on 2 cores).
 - downstream training: images seen / the one-thread training rate of the model (UNet s at 32 px: 33 img/s, measured in
@@ -11,7 +11,7 @@ The estimate is a cost model, not a measurement: one thread per run (`alchemist 
 - one-off caches per corpus (judge, reference features, baseline scorer): a fixed guess, printed separately.
 Finished runs also print their recorded wall time next to the model's estimate, so the model can be checked.
 """
-import argparse, json, sys
+import argparse, json, os, sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -86,7 +86,19 @@ def budget(profile: str):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--profile', default='paper')
+    ap.add_argument('--out', default='', help='also write the table, with its record (date, git, machine), to this file')
     a = ap.parse_args(argv)
+    if a.out:
+        import contextlib, io, platform, subprocess, datetime
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf): main(['--profile', a.profile])
+        git = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
+        head = (f"# What the `{a.profile}` profile costs on this machine\n\nWritten by `python scripts/paper_budget.py --profile {a.profile} --out {a.out}` "
+                f"on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC (git {git}; {platform.platform()}, {os.cpu_count()} cores).\n"
+                f"The estimate is a cost model (see the script's docstring); the last column checks it against the recorded wall time of finished runs.\n\n")
+        Path(a.out).write_text(head + buf.getvalue())
+        print(buf.getvalue(), end='')
+        return 0
     per, corpora = budget(a.profile)
     h = lambda s: f"{s / 3600:.1f}"
     print(f"profile {a.profile}: estimated one-thread CPU-hours per table (runs shared between tables counted once, where first listed)\n")

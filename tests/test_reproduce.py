@@ -267,3 +267,20 @@ def test_tables_share_the_rater_of_table3():
             if not t.shares_runs: continue
             got = {json.loads(r.config_key)['meta_epochs'] for r in plan(name, prof)}
             assert got == t3, f"{name}/{prof}: meta_epochs {got} while T3 uses {t3}; set it in nbs/experiments/{t.yaml}"
+
+
+def test_budget_counts_each_experiment_once(tmp_path, monkeypatch):
+    "scripts/paper_budget.py: shared runs counted once (as the quick-size test counts them), every estimate positive."
+    import importlib.util, json
+    from alchemist.reproduce import TABLES, plan
+    spec = importlib.util.spec_from_file_location('paper_budget', Path(__file__).parents[1]/'scripts'/'paper_budget.py')
+    pb = importlib.util.module_from_spec(spec); spec.loader.exec_module(pb)
+    monkeypatch.setattr(pb, 'finished_runs', lambda root, profile: {})
+    per, corpora = pb.budget('quick')
+    keys, own = set(), 0
+    for name, t in TABLES.items():
+        for r in plan(name, 'quick'):
+            if t.shares_runs: keys.add(r.config_key)
+            else: own += 1
+    assert sum(p['runs'] for p in per.values()) == len(keys) + own
+    assert all(p['est'] > 0 for p in per.values()) and corpora == {'synthetic', 'web'}
