@@ -60,6 +60,8 @@ def metric_cols(df: pd.DataFrame) -> list[str]:
 def fmt_mean_std(mean: float, std: float, digits: int = 3) -> str:
     "`'m ± s'` with `digits` significant figures for the mean; `'m'` alone when there is one seed (std NaN)."
     if mean is None or (isinstance(mean, float) and math.isnan(mean)): return '–'
+    # equal per-seed values can average to a std of ~1e-17 (float round-off): that is 0, not a spread
+    if std is not None and np.isfinite(std) and abs(std) <= 1e-9 * max(1.0, abs(mean)): std = 0.0
     def f(x):
         if x == 0 or not np.isfinite(x): return f"{x:g}"
         d = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
