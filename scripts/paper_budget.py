@@ -11,7 +11,7 @@ The estimate is a cost model, not a measurement: one thread per run (`alchemist 
 - one-off caches per corpus (judge, reference features, baseline scorer): a fixed guess, printed separately.
 Finished runs also print their recorded wall time next to the model's estimate, so the model can be checked.
 """
-import argparse, json, os, sys
+import argparse, datetime, json, os, platform, subprocess, sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -58,9 +58,10 @@ def rater_cost(rk) -> float:
 
 
 def budget(profile: str):
-    seen, rows, raters_all, raters_done = set(), [], {}, set()
+    "Per table: runs (shared runs counted once, where first listed), finished runs, estimated and measured seconds."
+    seen, raters = set(), set()
     done_keys = finished_runs(None, profile)
-    per = defaultdict(lambda: dict(runs=0, done=0, est=0.0, est_left=0.0, measured=0.0, est_of_done=0.0, raters=0, rater_s=0.0))
+    per = defaultdict(lambda: dict(runs=0, done=0, raters=0, est=0.0, est_left=0.0, measured=0.0, est_of_done=0.0))
     corpora = set()
     for name, t in TABLES.items():
         for r in plan(name, profile):
@@ -71,16 +72,34 @@ def budget(profile: str):
             corpora.add(c['corpus'])
             done_dir = r.dir if r.done else done_keys.get(r.config_key) if t.shares_runs else None
             s, rk = run_cost(c, not t.shares_runs, name)
-            p = per[name]; p['runs'] += 1; p['est'] += s
-            if rk is not None and rk not in raters_all:
-                raters_all[rk] = name; p['raters'] += 1; p['rater_s'] += rater_cost(rk); p['est'] += rater_cost(rk)
-                if done_dir is None: p['est_left'] += rater_cost(rk)
-            if done_dir is not None:
-                p['done'] += 1; p['est_of_done'] += s
-                try: p['measured'] += float(json.loads((Path(done_dir)/'run.json').read_text()).get('wall_s', 0) or 0)
-                except (OSError, ValueError): pass
-            else: p['est_left'] += s
+            if rk is not None and rk not in raters:   # a rater is trained once, by the first run that needs it
+                raters.add(rk); per[name]['raters'] += 1; s_rater = rater_cost(rk)
+            else: s_rater = 0.0
+            p = per[name]; p['runs'] += 1; p['est'] += s + s_rater
+            if done_dir is None: p['est_left'] += s + s_rater; continue
+            p['done'] += 1; p['est_of_done'] += s
+            try: p['measured'] += float(json.loads((Path(done_dir)/'run.json').read_text()).get('wall_s', 0) or 0)
+            except (OSError, ValueError): pass
     return per, corpora
+
+
+def report(profile: str) -> str:
+    "The budget of `profile` as a markdown table with a few lines of reading."
+    per, corpora = budget(profile)
+    h = lambda s: f"{s / 3600:.1f}"
+    lines = [f"profile {profile}: estimated one-thread CPU-hours per table (runs shared between tables counted once, where first listed)", '',
+             "| table | runs | finished | raters | est. CPU-h | est. CPU-h left | finished: measured h / est. h |", "|---|---|---|---|---|---|---|"]
+    tot = defaultdict(float)
+    for name, p in per.items():
+        lines.append(f"| {name} | {p['runs']} | {p['done']} | {p['raters']} | {h(p['est'])} | {h(p['est_left'])} | "
+                     + (f"{h(p['measured'])} / {h(p['est_of_done'])}" if p['done'] else '-') + " |")
+        for k in ('runs', 'done', 'est', 'est_left', 'measured', 'est_of_done'): tot[k] += p[k]
+    cache = sum(CACHE_S.get(c, 600.0) for c in corpora)
+    lines += [f"| all | {int(tot['runs'])} | {int(tot['done'])} | | {h(tot['est'] + cache)} | {h(tot['est_left'])} (+ caches not yet built) | "
+              f"{h(tot['measured'])} / {h(tot['est_of_done'])} |", '',
+              f"one-off corpus caches (judge, reference features, captions, baseline scorer): ~{h(cache)} h, included in 'all'",
+              "on 2 cores with --jobs 2: wall time ~ half the CPU-hours"]
+    return '\n'.join(lines) + '\n'
 
 
 def main(argv=None):
@@ -88,32 +107,14 @@ def main(argv=None):
     ap.add_argument('--profile', default='paper')
     ap.add_argument('--out', default='', help='also write the table, with its record (date, git, machine), to this file')
     a = ap.parse_args(argv)
+    text = report(a.profile)
+    print(text, end='')
     if a.out:
-        import contextlib, io, platform, subprocess, datetime
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf): main(['--profile', a.profile])
         git = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
         head = (f"# What the `{a.profile}` profile costs on this machine\n\nWritten by `python scripts/paper_budget.py --profile {a.profile} --out {a.out}` "
                 f"on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC (git {git}; {platform.platform()}, {os.cpu_count()} cores).\n"
                 f"The estimate is a cost model (see the script's docstring); the last column checks it against the recorded wall time of finished runs.\n\n")
-        Path(a.out).write_text(head + buf.getvalue())
-        print(buf.getvalue(), end='')
-        return 0
-    per, corpora = budget(a.profile)
-    h = lambda s: f"{s / 3600:.1f}"
-    print(f"profile {a.profile}: estimated one-thread CPU-hours per table (runs shared between tables counted once, where first listed)\n")
-    print("| table | runs | finished | raters | est. CPU-h | est. CPU-h left | finished: measured h / est. h |")
-    print("|---|---|---|---|---|---|---|")
-    tot = defaultdict(float)
-    for name, p in per.items():
-        print(f"| {name} | {p['runs']} | {p['done']} | {p['raters']} | {h(p['est'])} | {h(p['est_left'])} | "
-              + (f"{h(p['measured'])} / {h(p['est_of_done'])}" if p['done'] else '-') + " |")
-        for k in ('runs', 'done', 'est', 'est_left', 'measured', 'est_of_done'): tot[k] += p[k]
-    cache = sum(CACHE_S.get(c, 600.0) for c in corpora)
-    print(f"| all | {int(tot['runs'])} | {int(tot['done'])} | | {h(tot['est'] + cache)} | {h(tot['est_left'])} (+ caches not yet built) | "
-          f"{h(tot['measured'])} / {h(tot['est_of_done'])} |")
-    print(f"\none-off corpus caches (judge, reference features, captions, baseline scorer): ~{h(cache)} h, included in 'all'")
-    print(f"on 2 cores with --jobs 2: wall time ~ half the CPU-hours")
+        Path(a.out).write_text(head + text)
     return 0
 
 

@@ -227,14 +227,20 @@ def test_readme_headline_is_generated_from_committed_results():
     else: assert block == expected.strip(), 'README headline differs from reports/results/: run `alchemist reproduce` (or write_reports())'
 
 
-def test_quick_profile_stays_small():
-    "The quick profile must fit ~30 minutes on 2 cores: count its distinct downstream experiments after sharing."
+def _distinct_runs(profile: str) -> tuple[set, int]:
+    "Config keys of the shared tables' runs (equal keys run once) and the count of figure-own runs."
     from alchemist.reproduce import TABLES, plan
     keys, own = set(), 0
     for name, t in TABLES.items():
-        for r in plan(name, 'quick'):
+        for r in plan(name, profile):
             if t.shares_runs: keys.add(r.config_key)
             else: own += 1
+    return keys, own
+
+
+def test_quick_profile_stays_small():
+    "The quick profile must fit ~30 minutes on 2 cores: count its distinct downstream experiments after sharing."
+    keys, own = _distinct_runs('quick')
     assert len(keys) + own <= 120, f"quick profile has {len(keys)} shared + {own} figure runs; cut it (see nbs/experiments/*.yaml)"
 
 
@@ -269,18 +275,13 @@ def test_tables_share_the_rater_of_table3():
             assert got == t3, f"{name}/{prof}: meta_epochs {got} while T3 uses {t3}; set it in nbs/experiments/{t.yaml}"
 
 
-def test_budget_counts_each_experiment_once(tmp_path, monkeypatch):
+def test_budget_counts_each_experiment_once(monkeypatch):
     "scripts/paper_budget.py: shared runs counted once (as the quick-size test counts them), every estimate positive."
-    import importlib.util, json
-    from alchemist.reproduce import TABLES, plan
+    import importlib.util
     spec = importlib.util.spec_from_file_location('paper_budget', Path(__file__).parents[1]/'scripts'/'paper_budget.py')
     pb = importlib.util.module_from_spec(spec); spec.loader.exec_module(pb)
     monkeypatch.setattr(pb, 'finished_runs', lambda root, profile: {})
     per, corpora = pb.budget('quick')
-    keys, own = set(), 0
-    for name, t in TABLES.items():
-        for r in plan(name, 'quick'):
-            if t.shares_runs: keys.add(r.config_key)
-            else: own += 1
+    keys, own = _distinct_runs('quick')
     assert sum(p['runs'] for p in per.values()) == len(keys) + own
     assert all(p['est'] > 0 for p in per.values()) and corpora == {'synthetic', 'web'}
