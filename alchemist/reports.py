@@ -314,15 +314,27 @@ def _sel(df, **kw):
 def claims(res: dict[str, pd.DataFrame], profile: str, q: str = QUALITY) -> pd.DataFrame:
     "Check the paper's testable claims on the results of `profile`; one row per claim and corpus."
     rows = []
-    def add(table, claim, paper, corpus, a, b, metric=q):
-        v, d = compare(a[metric] if metric in a else [], b[metric] if metric in b else [])
+    def add_values(table, claim, paper, corpus, a, b):
+        v, d = compare(a, b)
         rows.append(dict(table=table, corpus=corpus, claim=claim, paper=paper, **{'Δ FD (a − b)': d}, verdict=v))
+    def add(table, claim, paper, corpus, a, b, metric=q):
+        add_values(table, claim, paper, corpus, a[metric] if metric in a else [], b[metric] if metric in b else [])
     t1, t3, t4 = (res.get(f'{t}_{profile}') for t in ('T1', 'T3', 'T4'))
     for c in sorted(t1['corpus'].astype(str).unique()) if t1 is not None and 'corpus' in t1 else []:
         d = _sel(t1, corpus=c)
         add('T1', 'Alchemist 50% beats Random 50%', 'yes (FID 16.20 vs 19.70)', c, _sel(d, method='alchemist', retention=0.5), _sel(d, method='random', retention=0.5))
         add('T1', 'Alchemist 50% beats Full', 'yes on FID only (16.20 vs 17.48)', c, _sel(d, method='alchemist', retention=0.5), _sel(d, method='full'))
         add('T1', 'Alchemist 20% beats Random 50%', 'yes (FID 18.22 vs 19.70)', c, _sel(d, method='alchemist', retention=0.2), _sel(d, method='random', retention=0.5))
+    t2 = res.get(f'T2_{profile}')
+    axes = [k for k in ('family', 'size', 'retention') if t2 is not None and k in t2.columns]
+    for c in sorted(t2['corpus'].astype(str).unique()) if t2 is not None and 'corpus' in t2 and axes else []:
+        d = _sel(t2, corpus=c)
+        for point, _ in d.groupby(axes):
+            kw = dict(zip(axes, point))
+            if {k: str(v) for k, v in kw.items()} == {'family': 'unet', 'size': 's', 'retention': '0.2'}:
+                continue   # the centre point is Table 3's 20% row, checked there
+            add('T2', 'Alchemist beats Random at equal size (' + ', '.join(f'{k} {v:.0%}' if k == 'retention' else f'{k} {v}' for k, v in kw.items()) + ')',
+                'yes (40M/0.3B/0.9B, 3M/6M/15M, FLUX LoRA)', c, _sel(d, method='alchemist', **kw), _sel(d, method='random', **kw))
     for c in sorted(t3['corpus'].astype(str).unique()) if t3 is not None and 'corpus' in t3 else []:
         d = _sel(t3, corpus=c)
         for r in (0.2, 0.5):
@@ -343,6 +355,15 @@ def claims(res: dict[str, pd.DataFrame], profile: str, q: str = QUALITY) -> pd.D
         if len(mid) and (d.block_start == 0).any():
             best = mid.groupby('block_start')[q].mean().idxmin()
             add('Fig2b', f'the best mid block (s{best:g}) beats the top block s0', 'yes (s40-s60 best)', c, _sel(d, block_start=float(best)), _sel(d, block_start=0.0))
+    f3 = res.get(f'Fig3_{profile}')
+    for c in sorted(f3['corpus'].astype(str).unique()) if f3 is not None and {'corpus', 'n_bands'} <= set(f3.columns) else []:
+        d = _sel(f3, corpus=c, meta_mode='penalty'); n = int(d['n_bands'].max()) if len(d) else 0
+        col = lambda m, b: d[f'metrics.{m}_band{b}'] if f'metrics.{m}_band{b}' in d else []
+        if n >= 3:   # band 0 = the top-rated fifth, band n//2 the middle, band n-1 the tail
+            add_values('Fig3', f'the top band ends with a smaller gradient norm than the middle band (Δ = grad norm)', 'yes (little gradient change at the top)',
+                       c, col('final_grad_norm', 0), col('final_grad_norm', n // 2))
+            add_values('Fig3', f"the tail band's loss drops less than the middle band's (Δ = loss drop)", 'yes (the tail barely descends)',
+                       c, col('loss_drop', n - 1), col('loss_drop', n // 2))
     f6 = res.get(f'Fig6_{profile}')
     if f6 is not None:
         try: sp = speedups(f6)
