@@ -113,7 +113,7 @@ def time_to_quality(cost, quality, target: float, lower_is_better: bool = True) 
 
 def speedups(df: pd.DataFrame, quality: str = 'metrics.fd_effnet', cost: str | None = None, lower_is_better: bool = True,
              method: str = 'alchemist', group: tuple = ('corpus',)) -> pd.DataFrame:
-    "Per seed, group and retention: time-to-quality speedup of `method` over Random (same retention) and over Full."
+    "Per seed, group and retention: time-to-quality speedup of `method` over Random (same retention) and over Full; NaN unless both curves have 2+ budgets."
     cost = cost or ('metrics.train_steps' if 'metrics.train_steps' in df.columns and df['metrics.train_steps'].notna().all() else 'metrics.train_seconds')
     for c in (quality, cost, 'method', 'retention', 'seed'):
         if c not in df.columns: raise KeyError(f"results have no column '{c}' (needed for time-to-quality)")
@@ -127,7 +127,8 @@ def speedups(df: pd.DataFrame, quality: str = 'metrics.fd_effnet', cost: str | N
             rnd = d[(d.method == 'random') & (d.retention == r)]
             row = dict(**key, retention=r, cost=cost.removeprefix('metrics.'))
             for name, ref in (('random', rnd), ('full', full)):
-                if len(ref) == 0: row[f'speedup_vs_{name}'] = np.nan; continue
+                if ref[cost].nunique() < 2 or a[cost].nunique() < 2:   # one point is not a curve: no time-to-quality to compare
+                    row[f'speedup_vs_{name}'] = np.nan; continue
                 target = best(ref[quality])
                 t_ref = time_to_quality(ref[cost], ref[quality], target, lower_is_better)
                 t_a = time_to_quality(a[cost], a[quality], target, lower_is_better)
