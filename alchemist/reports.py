@@ -133,7 +133,9 @@ def speedups(df: pd.DataFrame, quality: str = 'metrics.fd_effnet', cost: str | N
                 t_a = time_to_quality(a[cost], a[quality], target, lower_is_better)
                 row[f'target_{name}'] = target
                 row[f'reached_{name}'] = bool(np.isfinite(t_a))
-                row[f'speedup_vs_{name}'] = t_ref / t_a if np.isfinite(t_a) and t_a > 0 else np.nan
+                # both curves at the target already at their first budget: each time is only known to be <= that budget
+                row[f'undetermined_{name}'] = bool(np.isfinite(t_a) and t_a <= float(a[cost].min()) and t_ref <= float(ref[cost].min()))
+                row[f'speedup_vs_{name}'] = t_ref / t_a if np.isfinite(t_a) and t_a > 0 and not row[f'undetermined_{name}'] else np.nan
                 # never reached by its last budget C: the true speedup is below t_ref / C (an upper bound, kept for the claim checks)
                 row[f'speedup_bound_vs_{name}'] = np.nan if np.isfinite(t_a) else t_ref / float(a[cost].max())
             rows.append(row)
@@ -256,6 +258,9 @@ def report_table(name: str, df: pd.DataFrame, out: Path, records: pd.DataFrame |
                 if f'reached_{ref}' in sp.columns and len(wide):
                     k = sp.groupby(['corpus', 'retention'])[f'reached_{ref}'].agg(lambda x: f'{int((x == False).sum())} of {int(x.notna().sum())}')
                     wide[f'never reached {ref} (seeds)'] = [k.get((c, r), '–') for c, r in zip(wide['corpus'], wide['retention'])]
+                if f'undetermined_{ref}' in sp.columns and len(wide):
+                    k = sp.groupby(['corpus', 'retention'])[f'undetermined_{ref}'].agg(lambda x: f'{int((x == True).sum())} of {int(x.notna().sum())}')
+                    wide[f'both at {ref} target from the first budget (seeds)'] = [k.get((c, r), '–') for c, r in zip(wide['corpus'], wide['retention'])]
             lines += ['## Time-to-quality speedup of Alchemist', '',
                       f"Cost axis: `{sp['cost'].iloc[0] if len(sp) else '?'}`. Target: the quality the reference ends at (its largest budget); "
                       "`–` or NaN: Alchemist never reached it within its curve. Paper: 2.33x (20%) and 5x (50%) vs Random.", '', _md(wide), '']
@@ -381,12 +386,14 @@ def claims(res: dict[str, pd.DataFrame], profile: str, q: str = QUALITY) -> pd.D
             bound = d['speedup_bound_vs_random'] if 'speedup_bound_vs_random' in d else pd.Series(np.nan, index=d.index)
             v = d['speedup_vs_random'].fillna(bound.where(bound <= 1)).dropna()
             n_never = int((d.get('reached_random', pd.Series(True, index=d.index)) == False).sum())
-            verdict = ('no data' if len(v) == 0 else f'not resolved (n={len(v)})' if len(v) < 2 else
+            n_undet = int((d.get('undetermined_random', pd.Series(False, index=d.index)) == True).sum())
+            verdict = ('not measurable' if len(v) == 0 and n_undet else 'no data' if len(v) == 0 else f'not resolved (n={len(v)})' if len(v) < 2 else
                        'holds' if ttest_1samp(np.log(v), 0, alternative='greater').pvalue < 0.05 else
                        'contradicted' if ttest_1samp(np.log(v), 0, alternative='less').pvalue < 0.05 else f'not resolved (n={len(v)})')
-            never = f'; {n_never} of {len(v)} seeds never reach it (their speedups are upper bounds)' if n_never else ''
+            never = (f'; {n_never} of {len(v)} seeds never reach it (their speedups are upper bounds)' if n_never else '') + \
+                    (f'; in {n_undet} seed(s) both reach it at their first budget (not measurable)' if n_undet else '')
             rows.append(dict(table='Fig6', corpus=c, claim=f'Alchemist reaches Random\'s quality sooner at {r:.0%} (speedup {np.exp(np.log(v).mean()):.2f}x, geometric mean{never})' if len(v) else
-                             f'Alchemist reaches Random\'s quality sooner at {r:.0%}', paper='yes (2.33x at 20%, 5x at 50%)', **{'Δ FD (a − b)': np.nan}, verdict=verdict))
+                             f'Alchemist reaches Random\'s quality sooner at {r:.0%}' + never.replace('; ', ' (', 1) + (')' if never else ''), paper='yes (2.33x at 20%, 5x at 50%)', **{'Δ FD (a − b)': np.nan}, verdict=verdict))
     return pd.DataFrame(rows)
 
 def claims_md(cl: pd.DataFrame) -> str:
