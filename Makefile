@@ -20,6 +20,10 @@ help:  ## list the targets
 # torch and torchvision are pinned inside settings.ini and so installed in the same pip call as the rest.
 $(STAMP): settings.ini setup.py
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=python3 ...'"; exit 1; }
+	@# the venv holds a CUDA build of torch (~6.6 GB): say so before pip dies half-way with 'No space left on device'
+	@free_kb=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
+	if [ -z "$(SKIP_DISK_CHECK)" ] && [ "$$free_kb" -lt $$((7 * 1024 * 1024)) ]; then \
+	  echo "error: setup needs about 7 GB free for $(VENV) (torch is a CUDA build); $$((free_kb / 1024)) MB free here. Free some space or set SKIP_DISK_CHECK=1."; exit 1; fi
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -e ".[dev]" 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (alchemist)" >/dev/null
