@@ -10,9 +10,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['RECORD_COLS', 'METRICS', 'QUALITY', 'MAIN_METRICS', 'README_BEGIN', 'README_END', 'PROFILE_NOTE', 'results_dir',
            'load_results', 'param_cols', 'varying', 'metric_cols', 'fmt_mean_std', 'summarize', 'mean_std_table',
-           'time_to_quality', 'speedups', 'bar_figure', 'line_figure', 'main_and_details', 'selection_cost',
-           'report_table', 'write_reports', 'compare', 'claims', 'claims_md', 'write_headline', 'headline_block',
-           'update_readme_headline']
+           'time_to_quality', 'speedups', 'seed_count', 'bar_figure', 'line_figure', 'main_and_details',
+           'selection_cost', 'report_table', 'write_reports', 'compare', 'claims', 'claims_md', 'write_headline',
+           'headline_block', 'update_readme_headline']
 
 # %% ../nbs/15_reports.ipynb #6e7619ea
 import numpy as np
@@ -141,6 +141,11 @@ def speedups(df: pd.DataFrame, quality: str = 'metrics.fd_effnet', cost: str | N
             rows.append(row)
     return pd.DataFrame(rows)
 
+def seed_count(sp: pd.DataFrame, flag: str, when: bool) -> tuple[int, int]:
+    "How many seeds of `speedups` rows have `flag == when`, of the seeds with a curve (a seed with one budget has no flag: NaN)."
+    if flag not in sp.columns: return 0, len(sp)
+    return int((sp[flag] == when).sum()), int(sp[flag].notna().sum())
+
 # %% ../nbs/15_reports.ipynb #b1389ccf
 def _fig_path(out: Path, name: str) -> Path: return out/'figures'/f'{name}.png'
 
@@ -258,7 +263,7 @@ def report_table(name: str, df: pd.DataFrame, out: Path, records: pd.DataFrame |
             for ref in ('random', 'full'):
                 for flag, when, label in (('reached', False, f'never reached {ref} (seeds)'), ('undetermined', True, f'both at {ref} target from the first budget (seeds)')):
                     if f'{flag}_{ref}' not in sp.columns or not len(wide): continue
-                    k = sp.groupby(['corpus', 'retention'])[f'{flag}_{ref}'].agg(lambda x: f'{int((x == when).sum())} of {int(x.notna().sum())}')
+                    k = {g: '{} of {}'.format(*seed_count(d, f'{flag}_{ref}', when)) for g, d in sp.groupby(['corpus', 'retention'])}
                     wide[label] = [k.get((c, r), '–') for c, r in zip(wide['corpus'], wide['retention'])]
             lines += ['## Time-to-quality speedup of Alchemist', '',
                       f"Cost axis: `{sp['cost'].iloc[0] if len(sp) else '?'}`. Target: the quality the reference ends at (its largest budget); "
@@ -384,13 +389,12 @@ def claims(res: dict[str, pd.DataFrame], profile: str, q: str = QUALITY) -> pd.D
             # a seed that never reaches Random's final quality counts with its upper bound, when that bound is below 1 (equal budgets)
             bound = d['speedup_bound_vs_random'] if 'speedup_bound_vs_random' in d else pd.Series(np.nan, index=d.index)
             v = d['speedup_vs_random'].fillna(bound.where(bound <= 1)).dropna()
-            n_never = int((d.get('reached_random', pd.Series(True, index=d.index)) == False).sum())
-            n_undet = int((d.get('undetermined_random', pd.Series(False, index=d.index)) == True).sum())
+            # a seed with one budget per method has no curve: it counts in neither the numerator nor the denominator
+            n_never, n_curves = seed_count(d, 'reached_random', False)
+            n_undet = seed_count(d, 'undetermined_random', True)[0]
             verdict = ('not measurable' if len(v) == 0 and n_undet else 'no data' if len(v) == 0 else f'not resolved (n={len(v)})' if len(v) < 2 else
                        'holds' if ttest_1samp(np.log(v), 0, alternative='greater').pvalue < 0.05 else
                        'contradicted' if ttest_1samp(np.log(v), 0, alternative='less').pvalue < 0.05 else f'not resolved (n={len(v)})')
-            # a seed with one budget per method has no curve: it counts in neither the numerator nor the denominator
-            n_curves = int(d['reached_random'].notna().sum()) if 'reached_random' in d else len(d)
             never = (f'; {n_never} of {n_curves} seeds never reach it (their speedups are upper bounds)' if n_never else '') + \
                     (f'; in {n_undet} seed(s) both reach it at their first budget (not measurable)' if n_undet else '')
             rows.append(dict(table='Fig6', corpus=c, claim=f'Alchemist reaches Random\'s quality sooner at {r:.0%} (speedup {np.exp(np.log(v).mean()):.2f}x, geometric mean{never})' if len(v) else
