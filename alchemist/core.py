@@ -158,11 +158,13 @@ class Timer:
 
 # %% ../nbs/00_core.ipynb #f341a979
 def git_revision(root: str | Path | None = None) -> str:
-    "Short git revision of the repo, with `+dirty` if the work tree has changes; `'unknown'` outside git."
+    "Short git revision of the repo, with `+dirty` if tracked code or configs changed; `'unknown'` outside git."
     root = Path(root or repo_root())
     try:
         rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        # reports/ is output: a sweep rewrites its results CSVs as it goes, which must not mark its own runs dirty
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)reports'],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         return (rev or 'unknown') + ('+dirty' if dirty and rev else '')
     except Exception: return 'unknown'
 

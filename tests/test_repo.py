@@ -97,3 +97,18 @@ def test_imports_in_their_own_cells(nb):
         except SyntaxError: continue
         kinds = [isinstance(s, (ast.Import, ast.ImportFrom)) for s in tree.body]
         if any(kinds): assert all(kinds), f"{nb.name} cell {i} mixes imports with other code:\n{''.join(c['source'])[:300]}"
+
+
+def test_git_revision_dirty_ignores_reports(tmp_path):
+    "A sweep rewriting reports/results must not mark its runs dirty; a changed tracked source file must."
+    from alchemist.core import git_revision
+    git = lambda *a: subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', *a], cwd=tmp_path, check=True, capture_output=True)
+    git('init', '-q')
+    (tmp_path/'reports').mkdir(); (tmp_path/'reports'/'r.csv').write_text('a\n'); (tmp_path/'code.py').write_text('x = 1\n')
+    git('add', '.'); git('commit', '-qm', 'init')
+    rev = git_revision(tmp_path)
+    assert rev != 'unknown' and not rev.endswith('+dirty')
+    (tmp_path/'reports'/'r.csv').write_text('a\n1\n')
+    assert git_revision(tmp_path) == rev
+    (tmp_path/'code.py').write_text('x = 2\n')
+    assert git_revision(tmp_path) == rev + '+dirty'
