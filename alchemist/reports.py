@@ -168,14 +168,16 @@ def bar_figure(df: pd.DataFrame, metric: str, by: list[str], path: Path, title: 
     g.set_axis_labels(metric.removeprefix('metrics.'), ''); g.figure.suptitle(title, y=1.02)
     return _save(g.figure, path)
 
-def line_figure(df: pd.DataFrame, x: str, y: str, hue: list[str], path: Path, title: str = '', col: str | None = None) -> Path | None:
-    "Mean ± sd lines of `y` against `x` per `hue` configuration (one panel per `col`)."
+def line_figure(df: pd.DataFrame, x: str, y: str, hue: list[str], path: Path, title: str = '', col: str | None = None,
+                row: str | None = None) -> Path | None:
+    "Mean ± sd lines of `y` against `x` per `hue` configuration (one panel per `col` and `row` value, when it varies)."
     import matplotlib; matplotlib.use('Agg')
     import seaborn as sns
     if x not in df.columns or y not in df.columns or df[y].isna().all(): return None
-    d = df.assign(config=_label(df, hue))
-    col = col if col and col in d.columns and d[col].nunique() > 1 else None
-    g = sns.relplot(data=d, x=x, y=y, hue='config', col=col, kind='line', errorbar='sd', marker='o', height=3, aspect=1.3,
+    legend = hue[0] if len(hue) == 1 else 'config'   # one hue column: the legend says what it is (e.g. 'band')
+    d = df.assign(**{legend: _label(df, hue)})
+    col, row = [c if c and c in d.columns and d[c].nunique() > 1 else None for c in (col, row)]
+    g = sns.relplot(data=d, x=x, y=y, hue=legend, col=col, row=row, kind='line', errorbar='sd', marker='o', height=3, aspect=1.3,
                     facet_kws=dict(sharey=False))
     g.set_axis_labels(x.removeprefix('metrics.'), y.removeprefix('metrics.')); g.figure.suptitle(title, y=1.03)
     return _save(g.figure, path)
@@ -273,7 +275,7 @@ def report_table(name: str, df: pd.DataFrame, out: Path, records: pd.DataFrame |
         hue = ['band']
         for y in ('loss', 'grad_norm'):
             figs.append(line_figure(records.assign(band=records.band.astype(str)), 'step', y, hue, _fig_path(out, f'{name}_{y}_by_band'),
-                                    f'per-sample {y} by rating band (0 = top) over proxy training', col='corpus'))
+                                    f'per-sample {y} by rating band (0 = top) over proxy training', col='corpus', row='meta_mode'))   # never average raters of different modes
     elif table == 'Fig5':
         if records is not None and len(records):
             rc = [c for c in records.columns if c == 'defect_rate' or c.startswith('share_') or c == 'mean_score']
