@@ -95,7 +95,7 @@ def report(profile: str) -> str:
                      + (f"{h(p['measured'])} / {h(p['est_of_done'])}" if p['done'] else '-') + " |")
         for k in ('runs', 'done', 'est', 'est_left', 'measured', 'est_of_done'): tot[k] += p[k]
     cache = sum(CACHE_S.get(c, 600.0) for c in corpora)
-    lines += [f"| all | {int(tot['runs'])} | {int(tot['done'])} | | {h(tot['est'] + cache)} | {h(tot['est_left'])} (+ caches not yet built) | "
+    lines += [f"| all | {int(tot['runs'])} | {int(tot['done'])} | | {h(tot['est'] + cache)} | {h(tot['est_left'])} (+ the caches, if not yet built) | "
               f"{h(tot['measured'])} / {h(tot['est_of_done'])} |", '',
               f"one-off corpus caches (judge, reference features, captions, baseline scorer): ~{h(cache)} h, included in 'all'",
               "on 2 cores with --jobs 2: wall time ~ half the CPU-hours"]
