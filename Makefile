@@ -47,8 +47,8 @@ docs: $(STAMP)  ## documentation site (nbdev_docs where Quarto exists, else HTML
 reproduce: $(STAMP)  ## regenerate the paper tables: make reproduce PROFILE=quick|paper TABLE=all|T1|... JOBS=2 (notebooks at once)
 	$(BIN)/alchemist reproduce --table $(TABLE) --profile $(PROFILE) --jobs $(JOBS)
 
-budget: $(STAMP)  ## what a profile costs here: runs per table, finished runs, estimated CPU-hours (make budget PROFILE=paper)
-	$(BIN)/python scripts/paper_budget.py --profile $(PROFILE)
+budget: $(STAMP)  ## what a profile costs here: runs per table, finished runs, estimated CPU-hours, compute floor (make budget PROFILE=paper)
+	$(BIN)/python scripts/paper_budget.py --profile $(PROFILE) --floor
 
 bench: $(STAMP)  ## throughput benchmarks; figures go to reports/benchmarks/
 	$(BIN)/python scripts/bench_all.py

@@ -10,11 +10,18 @@ The estimate is a cost model, not a measurement: one thread per run (`alchemist 
   unrolled / alignment scaled by the meta-step ratios of reports/benchmarks/bilevel.md;
 - one-off caches per corpus (judge, reference features, baseline scorer): a fixed guess, printed separately.
 Finished runs also print their recorded wall time next to the model's estimate, so the model can be checked.
+
+The compute floor (`--floor`) is a lower bound, not an estimate: the FLOPs of the downstream training and sampling that
+the finished runs recorded in reports/results/<table>_<profile>.csv did (FLOPs per image counted by
+torch.utils.flop_counter), divided by one core's share of DESIGN.md's fp32 matmul figure. It leaves out rater
+meta-training, proxy training, features and start-up, so the profile cannot cost less than this on this machine in fp32.
+`--bf16` also times a bare fp32 and a bf16-autocast training step of the small UNet side by side, one thread.
 """
 import argparse, datetime, json, os, platform, subprocess, sys
 from collections import defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))   # bench_t2i (FLOP counting, DESIGN.md's matmul figure)
 from alchemist.reproduce import TABLES, plan, finished_runs
 from alchemist.experiments import RATER_SAMPLERS
 
@@ -83,6 +90,110 @@ def budget(profile: str):
     return per, corpora
 
 
+def executed_rows(profile: str, results_dir: Path = Path('reports/results')):
+    "Downstream runs of `profile` that executed here (not reused from another table), from the committed results CSVs."
+    import pandas as pd
+    from alchemist.experiments import ExperimentConfig
+    frames = []
+    for f in sorted(results_dir.glob(f'*_{profile}.csv')):
+        d = pd.read_csv(f)
+        if 'metrics.train_steps' not in d: continue      # Fig3 / Fig5: no downstream model
+        d = d[d['reused_from'].isna()] if 'reused_from' in d else d
+        batch = [json.loads(c).get('batch_size', ExperimentConfig.batch_size) for c in d['config']]
+        frames.append(pd.DataFrame(dict(family=d['family'], size=d['size'], resolution=d['resolution'].astype(int),
+                                        train_images=d['metrics.train_steps'] * batch,
+                                        sample_image_steps=d['metrics.n_samples'] * d['eval_steps'])))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=['family', 'size', 'resolution', 'train_images', 'sample_image_steps'])
+
+
+def model_flops(family: str, size: str, resolution: int) -> tuple[float, float]:
+    "(forward+backward FLOPs per trained image, FLOPs per sampled image per step with guidance 3) of a model preset."
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from alchemist.t2i import build_t2i
+    from bench_t2i import flops_per_image
+    model = build_t2i(dict(family=family, size=size, resolution=resolution), seed=0)
+    train = flops_per_image(model)
+    tok, mask, steps = torch.randn(2, 12, 384), torch.ones(2, 12, dtype=torch.bool), 2
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model.eval().sample(tok, mask, guidance=3.0, steps=steps, generator=torch.Generator().manual_seed(0))
+    return train, fc.get_total_flops() / 2 / steps
+
+
+def floor_hours(rows, flops: dict, gflops_per_core: float):
+    "Per model preset: images trained, image-steps sampled and the one-core hours they need at `gflops_per_core`."
+    out = []
+    for key, g in rows.groupby(['family', 'size', 'resolution']):
+        f_train, f_sample = flops[key]
+        train_h = float(g['train_images'].sum()) * f_train / (gflops_per_core * 1e9) / 3600
+        sample_h = float(g['sample_image_steps'].sum()) * f_sample / (gflops_per_core * 1e9) / 3600
+        out.append(dict(model=':'.join(map(str, key)), runs=len(g), train_images=int(g['train_images'].sum()),
+                        gflop_train=f_train / 1e9, train_h=train_h, sample_image_steps=int(g['sample_image_steps'].sum()),
+                        gflop_sample=f_sample / 1e9, sample_h=sample_h))
+    return out
+
+
+def bf16_speedup(steps: int = 3, repeats: int = 3) -> tuple[float, float, float]:
+    "(fp32 img/s, bf16-autocast img/s, median ratio) of bare training steps of the small UNet at 32 px, one thread, alternating."
+    import statistics, time, torch
+    from alchemist.t2i import build_t2i
+    torch.set_num_threads(1)
+    model = build_t2i(dict(family='unet', size='s', resolution=32), seed=0).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    x0, tok, mask = torch.rand(64, 3, 32, 32, generator=g) * 2 - 1, torch.randn(64, 12, 384, generator=g), torch.ones(64, 12, dtype=torch.bool)
+
+    def rate(bf16: bool) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+                loss = model.per_sample_loss(x0, tok, mask, generator=g).mean()
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        return 64 * steps / (time.perf_counter() - t0)
+    rate(False); rate(True)                                   # warm-up: one-off allocations and kernel selection
+    pairs = [(rate(False), rate(True)) for _ in range(repeats)]
+    return (statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs),
+            statistics.median(p[1] / p[0] for p in pairs))
+
+
+def measured_hours(profile: str, results_dir: Path = Path('reports/results')) -> float:
+    "Recorded wall hours of every run of `profile` that executed here (rows reused from another table counted once, in their own table)."
+    import pandas as pd
+    total = 0.0
+    for f in sorted(results_dir.glob(f'*_{profile}.csv')):
+        d = pd.read_csv(f)
+        if 'reused_from' in d: d = d[d['reused_from'].isna()]
+        total += float(d['wall_s'].sum())
+    return total / 3600
+
+
+def floor_report(profile: str, bf16: bool = False) -> str:
+    "The compute floor of the executed downstream runs of `profile`, as markdown."
+    from bench_t2i import DESIGN_GFLOPS
+    rows = executed_rows(profile)
+    if rows.empty: return f"\nno executed downstream runs of profile {profile} in reports/results/: no compute floor\n"
+    per_core = DESIGN_GFLOPS / 2
+    keys = sorted(set(map(tuple, rows[['family', 'size', 'resolution']].itertuples(index=False))))
+    fl = floor_hours(rows, {k: model_flops(*k) for k in keys}, per_core)
+    lines = ['', f"compute floor of profile {profile}: downstream training and sampling of the {len(rows)} executed runs at "
+             f"{per_core:.1f} GFLOP/s per core (DESIGN.md: {DESIGN_GFLOPS:.0f} GFLOP/s fp32 matmul on 2 idle cores)", '',
+             "| model | runs | images trained | GFLOP/img (fwd+bwd) | train floor h | image-steps sampled | GFLOP/img-step (guidance 3) | sample floor h |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in fl:
+        lines.append(f"| {r['model']} | {r['runs']} | {r['train_images']:,} | {r['gflop_train']:.2f} | {r['train_h']:.2f} | "
+                     f"{r['sample_image_steps']:,} | {r['gflop_sample']:.2f} | {r['sample_h']:.2f} |")
+    total = sum(r['train_h'] + r['sample_h'] for r in fl)
+    lines += [f"| all | {len(rows)} | | | {sum(r['train_h'] for r in fl):.2f} | | | {sum(r['sample_h'] for r in fl):.2f} |", '',
+              f"floor for these runs: {total:.1f} CPU-h (training + sampling only; rater meta-training, proxies, features and start-up "
+              f"come on top); recorded wall time of every executed run of the profile: {measured_hours(profile):.1f} CPU-h"]
+    if bf16:
+        f32, b16, ratio = bf16_speedup()
+        lines.append(f"bf16 autocast, bare training step of unet:s:32, one thread, median of 3 alternating pairs: "
+                     f"{f32:.1f} -> {b16:.1f} img/s ({ratio:.2f}x); the results in reports/ are fp32")
+    return '\n'.join(lines) + '\n'
+
+
 def report(profile: str) -> str:
     "The budget of `profile` as a markdown table with a few lines of reading."
     per, corpora = budget(profile)
@@ -105,13 +216,18 @@ def report(profile: str) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--profile', default='paper')
+    ap.add_argument('--floor', action='store_true', help='add the compute floor of the executed runs (reports/results)')
+    ap.add_argument('--bf16', action='store_true', help='with --floor: also time fp32 vs bf16-autocast training steps')
     ap.add_argument('--out', default='', help='also write the table, with its record (date, git, machine), to this file')
     a = ap.parse_args(argv)
     text = report(a.profile)
+    if a.floor:
+        text += floor_report(a.profile, bf16=a.bf16)
     print(text, end='')
     if a.out:
         git = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
-        head = (f"# What the `{a.profile}` profile costs on this machine\n\nWritten by `python scripts/paper_budget.py --profile {a.profile} --out {a.out}` "
+        flags = (' --floor' if a.floor else '') + (' --bf16' if a.bf16 else '')
+        head = (f"# What the `{a.profile}` profile costs on this machine\n\nWritten by `python scripts/paper_budget.py --profile {a.profile}{flags} --out {a.out}` "
                 f"on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC (git {git}; {platform.platform()}, {os.cpu_count()} cores).\n"
                 f"The estimate is a cost model (see the script's docstring); the last column checks it against the recorded wall time of finished runs.\n\n")
         Path(a.out).write_text(head + text)

@@ -285,3 +285,24 @@ def test_budget_counts_each_experiment_once(monkeypatch):
     keys, own = _distinct_runs('quick')
     assert sum(p['runs'] for p in per.values()) == len(keys) + own
     assert all(p['est'] > 0 for p in per.values()) and corpora == {'synthetic', 'web'}
+
+
+def test_budget_compute_floor_counts_executed_runs_only(tmp_path):
+    "scripts/paper_budget.py --floor: reused rows are not counted twice, the config's batch size is used, hours = FLOPs / rate."
+    import importlib.util
+    import pandas as pd
+    spec = importlib.util.spec_from_file_location('paper_budget', Path(__file__).parents[1]/'scripts'/'paper_budget.py')
+    pb = importlib.util.module_from_spec(spec); spec.loader.exec_module(pb)
+    row = dict(family='unet', size='s', resolution=32, eval_steps=10, **{'metrics.n_samples': 4})
+    pd.DataFrame([dict(row, **{'metrics.train_steps': 100}, config=json.dumps(dict(batch_size=32)), reused_from=None, wall_s=3600.0),
+                  dict(row, **{'metrics.train_steps': 50}, config='{}', reused_from=None, wall_s=1800.0),
+                  dict(row, **{'metrics.train_steps': 100}, config='{}', reused_from='T1/x', wall_s=3600.0)]
+                 ).to_csv(tmp_path/'T1_p.csv', index=False)
+    pd.DataFrame([dict(wall_s=900.0, reused_from=None)]).to_csv(tmp_path/'Fig3_p.csv', index=False)   # no downstream model
+    rows = pb.executed_rows('p', tmp_path)
+    assert len(rows) == 2 and rows['train_images'].tolist() == [3200, 50 * 64] and rows['sample_image_steps'].tolist() == [40, 40]
+    (fl,) = pb.floor_hours(rows, {('unet', 's', 32): (2e9, 1e9)}, gflops_per_core=1.0)
+    assert fl['runs'] == 2 and fl['train_images'] == 6400
+    assert abs(fl['train_h'] - 6400 * 2 / 3600) < 1e-9 and abs(fl['sample_h'] - 80 / 3600) < 1e-9
+    assert abs(pb.measured_hours('p', tmp_path) - 1.75) < 1e-9
+    assert pb.executed_rows('nothing', tmp_path).empty
