@@ -13,8 +13,9 @@ Finished runs also print their recorded wall time next to the model's estimate, 
 
 The compute floor (`--floor`) is a lower bound, not an estimate: the FLOPs of the downstream training and sampling that
 the finished runs recorded in reports/results/<table>_<profile>.csv did (FLOPs per image counted by
-torch.utils.flop_counter), divided by one core's share of DESIGN.md's fp32 matmul figure. It leaves out rater
-meta-training, proxy training, features and start-up, so the profile cannot cost less than this on this machine in fp32.
+torch.utils.flop_counter), divided by one core's share of the fp32 matmul rate torch reaches on these machines
+(DESIGN.md: 179 GFLOP/s on 2 idle cores). It leaves out rater meta-training, proxy training, features and start-up, and
+convolutions on 8-32 px maps run well below the matmul rate, so in fp32 the profile cannot cost less than this here.
 `--bf16` also times a bare fp32 and a bf16-autocast training step of the small UNet side by side, one thread.
 """
 import argparse, datetime, json, os, platform, subprocess, sys
