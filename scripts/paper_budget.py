@@ -91,15 +91,21 @@ def budget(profile: str):
     return per, corpora
 
 
+def executed_frames(profile: str, results_dir: Path = Path('reports/results')):
+    "Per results CSV of `profile`: its rows that executed here (rows reused from another table are that table's)."
+    import pandas as pd
+    for f in sorted(results_dir.glob(f'*_{profile}.csv')):
+        d = pd.read_csv(f)
+        yield d[d['reused_from'].isna()] if 'reused_from' in d else d
+
+
 def executed_rows(profile: str, results_dir: Path = Path('reports/results')):
-    "Downstream runs of `profile` that executed here (not reused from another table), from the committed results CSVs."
+    "Downstream runs of `profile` that executed here, from the committed results CSVs: model preset, images trained, image-steps sampled."
     import pandas as pd
     from alchemist.experiments import ExperimentConfig
     frames = []
-    for f in sorted(results_dir.glob(f'*_{profile}.csv')):
-        d = pd.read_csv(f)
+    for d in executed_frames(profile, results_dir):
         if 'metrics.train_steps' not in d: continue      # Fig3 / Fig5: no downstream model
-        d = d[d['reused_from'].isna()] if 'reused_from' in d else d
         batch = [json.loads(c).get('batch_size', ExperimentConfig.batch_size) for c in d['config']]
         frames.append(pd.DataFrame(dict(family=d['family'], size=d['size'], resolution=d['resolution'].astype(int),
                                         train_images=d['metrics.train_steps'] * batch,
@@ -159,14 +165,8 @@ def bf16_speedup(steps: int = 3, repeats: int = 3) -> tuple[float, float, float]
 
 
 def measured_hours(profile: str, results_dir: Path = Path('reports/results')) -> float:
-    "Recorded wall hours of every run of `profile` that executed here (rows reused from another table counted once, in their own table)."
-    import pandas as pd
-    total = 0.0
-    for f in sorted(results_dir.glob(f'*_{profile}.csv')):
-        d = pd.read_csv(f)
-        if 'reused_from' in d: d = d[d['reused_from'].isna()]
-        total += float(d['wall_s'].sum())
-    return total / 3600
+    "Recorded wall hours of every run of `profile` that executed here."
+    return sum(float(d['wall_s'].sum()) for d in executed_frames(profile, results_dir)) / 3600
 
 
 def floor_report(profile: str, bf16: bool = False) -> str:
