@@ -8,20 +8,19 @@ import argparse, json, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEMO_SIZES', 'demo_corpus', 'demo', 'main']
+__all__ = ['DEMO_PROFILES', 'demo_corpus', 'demo', 'main']
 
 # %% ../nbs/14_cli.ipynb #9a476ac6
-from .core import ConfigError, check_profile, config_from_dict, get_logger, runs_dir, write_json
+from .core import PROFILES, ConfigError, check_profile, config_from_dict, get_logger, get_profile, runs_dir, write_json
 
 # %% ../nbs/14_cli.ipynb #2077a36c
-DEMO_SIZES = dict(smoke=dict(corpus_n=600, resolution=16, meta_epochs=2, epochs=2.0),
-                  quick=dict(corpus_n=4000, resolution=32, meta_epochs=3, epochs=4.0))
+DEMO_PROFILES = tuple(p for p, prof in PROFILES.items() if prof.demo)   # the profiles that have a demo size (alchemist.core.PROFILES)
 
 def demo_corpus(profile: str = 'smoke', out: Path | None = None) -> dict:
     "Build the demo's synthetic corpus, write its defect grid and table into `out`; return the paths."
     from alchemist import synthetic
     from alchemist.data import read_manifest
-    size = DEMO_SIZES[profile]
+    size = get_profile(profile).demo
     out = Path(out or runs_dir()/f'demo-{profile}'); out.mkdir(parents=True, exist_ok=True)
     corpus = synthetic.build_synthetic(synthetic.SyntheticConfig(n=size['corpus_n'], resolution=size['resolution']))
     man = read_manifest(corpus)
@@ -34,14 +33,14 @@ def demo_corpus(profile: str = 'smoke', out: Path | None = None) -> dict:
 def demo(profile: str = 'smoke', out: str | Path | None = None, pipeline: bool = True) -> dict:
     "Run the demo; returns the output paths (and metrics when the pipeline ran)."
     check_profile(profile)
-    if profile not in DEMO_SIZES: raise ConfigError(f"the demo has sizes {list(DEMO_SIZES)}; for 'paper' use `alchemist reproduce`")
+    if profile not in DEMO_PROFILES: raise ConfigError(f"the demo has sizes {list(DEMO_PROFILES)}; for 'paper' use `alchemist reproduce`")
     out = Path(out or runs_dir()/f'demo-{profile}')
     t0 = time.time(); res = demo_corpus(profile, out)
     print(f"corpus:       {res['corpus']}\ndefect grid:  {res['grid']}\ndefect table: {res['table']}")
     print(res['table_df'].to_string())
     if pipeline:
         from alchemist.experiments import ExperimentConfig, run
-        size = {k: v for k, v in DEMO_SIZES[profile].items()}
+        size = dict(get_profile(profile).demo)
         rows = []
         for method in ('alchemist', 'random'):
             cfg = ExperimentConfig(method=method, retention=0.5, profile=profile, out_dir=str(out/method), **size)
@@ -69,7 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='alchemist', description='Choose the data that trains text-to-image models.')
     sub = p.add_subparsers(dest='cmd', required=True)
     d = sub.add_parser('demo', help='smallest end-to-end job on the synthetic corpus')
-    d.add_argument('--profile', default='smoke', choices=list(DEMO_SIZES)); d.add_argument('--out', default=None)
+    d.add_argument('--profile', default='smoke', choices=list(DEMO_PROFILES)); d.add_argument('--out', default=None)
     d.add_argument('--corpus-only', action='store_true', help='build the corpus, grid and table only')
     da = sub.add_parser('data', help='build, import and inspect corpora')
     dsub = da.add_subparsers(dest='data_cmd', required=True)

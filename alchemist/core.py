@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 # %% auto #0
-__all__ = ['PROFILES', 'ConfigError', 'config_from_dict', 'config_to_dict', 'update_config', 'check_profile', 'seed_everything',
-           'get_device', 'repo_root', 'data_dir', 'runs_dir', 'reports_dir', 'atomic_path', 'write_json', 'read_json',
-           'stable_hash', 'stable_unit', 'get_logger', 'progress', 'Timer', 'git_revision', 'machine_info',
-           'run_record']
+__all__ = ['PROFILES', 'ConfigError', 'config_from_dict', 'config_to_dict', 'update_config', 'Profile', 'check_profile',
+           'get_profile', 'seed_everything', 'get_device', 'repo_root', 'data_dir', 'runs_dir', 'reports_dir',
+           'atomic_path', 'write_json', 'read_json', 'stable_hash', 'stable_unit', 'get_logger', 'progress', 'Timer',
+           'git_revision', 'machine_info', 'run_record']
 
 # %% ../nbs/00_core.ipynb #77427ce5
 import numpy as np
@@ -67,12 +67,39 @@ def update_config(cfg, overrides: dict | None = None, **kw):
     return config_from_dict(type(cfg), d)
 
 # %% ../nbs/00_core.ipynb #348ae273
-PROFILES = ('smoke', 'quick', 'paper')
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    "What a profile sets: its sizes for evaluation, the baselines' CLIP-like tower, the demo and the web corpus."
+    name: str                 # 'smoke' | 'quick' | 'paper'
+    note: str                 # one line on what the profile is for (shown in reports)
+    eval: dict                # EvalConfig fields of the profile (`clip` = ClipLikeConfig fields of the judge)
+    baseline_clip_steps: int  # training steps of the CLIP-like tower behind the clip_score / aesthetic / semdedup baselines
+    demo: dict | None         # ExperimentConfig fields of `alchemist demo` at this profile (None: no demo at this size)
+    web_limit: int            # pairs of the web corpus's fixed subsample built for this profile (0 = the whole corpus)
+
+# Why 100 CLIP steps at quick: the ClipLikeConfig default (400) costs ~150 s of one core per corpus, a tenth of the
+# quick sweep; 100 steps keep the filter a working pipeline check. The paper profile keeps the default.
+PROFILES = {p.name: p for p in (
+    Profile('smoke', 'smoke size: shows only that the code runs',
+            eval=dict(n_samples=16, steps=4, batch_size=16, n_real=64, effnet_size=64, kid_subset=16, kid_subsets=10, grid_n=8,
+                      clip=dict(width=32, layers=1, steps=30, batch_size=32)),
+            baseline_clip_steps=30, demo=dict(corpus_n=600, resolution=16, meta_epochs=2, epochs=2.0), web_limit=1000),
+    Profile('quick', 'the small, fast profile: a pipeline check at a budget where the models are undertrained',
+            eval=dict(n_samples=256, steps=20, batch_size=64, n_real=1000, clip=dict(steps=200)),
+            baseline_clip_steps=100, demo=dict(corpus_n=4000, resolution=32, meta_epochs=3, epochs=4.0), web_limit=12000),
+    Profile('paper', 'the paper-scale profile, as far as it has run here',
+            eval=dict(n_samples=2000, steps=50, batch_size=100, n_real=5000, clip=dict(steps=1000)),
+            baseline_clip_steps=400, demo=None, web_limit=0),
+)}
 
 def check_profile(profile: str) -> str:
     "Return `profile` if it is known, else raise a `ConfigError` listing the known ones."
-    if profile not in PROFILES: raise ConfigError(f"unknown profile '{profile}'; choose one of {PROFILES}")
+    if profile not in PROFILES: raise ConfigError(f"unknown profile '{profile}'; choose one of {tuple(PROFILES)}")
     return profile
+
+def get_profile(profile: str) -> Profile:
+    "The `Profile` called `profile` (a `ConfigError` lists the known ones)."
+    return PROFILES[check_profile(profile)]
 
 # %% ../nbs/00_core.ipynb #9d4279ff
 def seed_everything(seed: int) -> np.random.Generator:

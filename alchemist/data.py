@@ -12,11 +12,13 @@ from typing import Iterable, Iterator
 # %% auto #0
 __all__ = ['SPLITS', 'MANIFEST', 'CORPUS_JSON', 'MANIFEST_COLUMNS', 'CorpusError', 'SplitConfig', 'assign_split', 'write_corpus',
            'read_manifest', 'corpus_info', 'check_subset', 'iter_samples', 'Subset', 'write_subset', 'read_subset',
-           'image_cache', 'load_images', 'import_imagefolder', 'import_webdataset', 'save_image_grid']
+           'image_cache', 'load_images', 'images_to_tensor', 'tensor_to_images', 'import_imagefolder',
+           'import_webdataset', 'save_image_grid']
 
 # %% ../nbs/01_data.ipynb #7c0bdfda
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 from .core import atomic_path, get_logger, progress, read_json, run_record, stable_unit, write_json
 
@@ -227,6 +229,17 @@ def load_images(corpus_dir: str | Path, resolution: int, split: str | None = Non
     if len(rows) == 0: raise CorpusError(f"empty selection in {corpus_dir} (split={split!r})")
     return np.asarray(image_cache(corpus_dir, resolution)[rows.index.to_numpy()]), list(rows.uid)
 
+# %% ../nbs/01_data.ipynb #10d7533d
+def images_to_tensor(images, device=None, dtype=torch.float32) -> torch.Tensor:
+    "uint8 images `[N,H,W,3]` (numpy, memmap or tensor) -> `dtype` tensor `[N,3,H,W]` in [-1, 1] on `device`."
+    x = images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3: raise ValueError(f"expected uint8 images [N,H,W,3], got {x.dtype} {tuple(x.shape)}")
+    return x.to(device).permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0)
+
+def tensor_to_images(x: torch.Tensor) -> np.ndarray:
+    "Float `[N,3,H,W]` in [-1, 1] -> uint8 images `[N,H,W,3]` (clamped, rounded): the inverse of `images_to_tensor`."
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
 # %% ../nbs/01_data.ipynb #5e37ae2a
 def _safe_uid(s: str) -> str:
     return re.sub(r'[^A-Za-z0-9_-]+', '_', s).strip('_') or 'x'
@@ -294,8 +307,7 @@ def save_image_grid(images, path: str | Path, captions: list | None = None, ncol
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import textwrap
-    if hasattr(images, 'detach'):  # a torch tensor in [-1, 1], NCHW
-        images = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    if hasattr(images, 'detach'): images = tensor_to_images(images)   # a torch tensor in [-1, 1], NCHW
     images = [np.asarray(im) for im in images]
     if not images: raise ValueError("no images to draw")
     n = len(images); nrow = (n + ncol - 1) // ncol

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['EVAL_PROFILES', 'feature_stats', 'frechet_distance', 'fd_effnet', 'kid', 'clip_like_score', 'prompt_attrs',
-           'attr_accuracy', 'save_sample_grid', 'EvalConfig', 'eval_config', 'eval_prompts', 'real_features',
-           'generate', 'evaluate_model']
+__all__ = ['feature_stats', 'frechet_distance', 'fd_effnet', 'kid', 'clip_like_score', 'prompt_attrs', 'attr_accuracy',
+           'save_sample_grid', 'EvalConfig', 'eval_config', 'eval_prompts', 'real_features', 'generate',
+           'evaluate_model']
 
 # %% ../nbs/11_evaluate.ipynb #b95684ca
 import numpy as np
@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 # %% ../nbs/11_evaluate.ipynb #c4b58c7a
-from .core import (atomic_path, check_profile, config_from_dict, config_to_dict, get_device, get_logger, progress,
+from .core import (atomic_path, config_from_dict, config_to_dict, get_device, get_logger, get_profile, progress,
                             stable_hash, Timer)
 from .image_encoders import ClipLike, ClipLikeConfig, clip_like_for_corpus, effnet_features, EFFNET_INPUT
 
@@ -119,16 +119,9 @@ class EvalConfig:
     max_tokens: int = 16           # caption tokens (must match the caption cache the model was trained with)
     device: str = 'auto'           # 'auto' | 'cpu' | 'cuda'
 
-EVAL_PROFILES = {
-    'smoke': dict(n_samples=16, steps=4, batch_size=16, n_real=64, effnet_size=64, kid_subset=16, kid_subsets=10, grid_n=8,
-                  clip=dict(width=32, layers=1, steps=30, batch_size=32)),
-    'quick': dict(n_samples=256, steps=20, batch_size=64, n_real=1000, clip=dict(steps=200)),
-    'paper': dict(n_samples=2000, steps=50, batch_size=100, n_real=5000, clip=dict(steps=1000)),
-}
-
 def eval_config(profile: str = 'quick', **overrides) -> EvalConfig:
     "The `EvalConfig` of a profile, with `overrides` (nested `clip=dict(...)` allowed); unknown keys raise."
-    d = {**EVAL_PROFILES[check_profile(profile)]}
+    d = dict(get_profile(profile).eval)
     for k, v in overrides.items():
         d[k] = {**d.get(k, {}), **v} if k == 'clip' and isinstance(v, dict) else v
     cfg = config_from_dict(EvalConfig, d)

@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RATER_SAMPLERS', 'BASELINE_CLIP_STEPS', 'ExperimentConfig', 'config_hash', 'run_dir_for', 'build_corpus', 'rater_dir',
-           'rater_scores', 'baseline_scores', 'choose_subset', 'subset_stats', 'eval_config_for', 'warm_caches',
-           'corpus_lock', 'train_and_evaluate', 'run']
+__all__ = ['RATER_SAMPLERS', 'ExperimentConfig', 'config_hash', 'run_dir_for', 'build_corpus', 'rater_dir', 'rater_scores',
+           'baseline_scores', 'choose_subset', 'subset_stats', 'eval_config_for', 'warm_caches', 'corpus_lock',
+           'train_and_evaluate', 'run']
 
 # %% ../nbs/13_experiments.ipynb #02db5e25
 import numpy as np
 import pandas as pd
 from .core import (ConfigError, Timer, check_profile, config_from_dict, config_to_dict, data_dir, get_logger,
-                            read_json, run_record, runs_dir, seed_everything, write_json)
+                            get_profile, read_json, run_record, runs_dir, seed_everything, write_json)
+from .bilevel import MODES
 
 # %% ../nbs/13_experiments.ipynb #27ad5dac
 RATER_SAMPLERS = ('top_k', 'bottom_k', 'block', 'gsample', 'shift_gsample')
@@ -50,7 +51,7 @@ class ExperimentConfig:
     steps: int = 0                 # optimiser steps when budget='steps'
     batch_size: int = 64           # downstream batch size
     # evaluation
-    eval_samples: int = 0          # generated images per evaluation; 0 = the profile's default (alchemist.evaluate.EVAL_PROFILES)
+    eval_samples: int = 0          # generated images per evaluation; 0 = the profile's default (alchemist.core.PROFILES)
     eval_steps: int = 0            # sampler steps; 0 = the profile's default
     guidance: float = 3.0          # classifier-free guidance scale
     # bookkeeping
@@ -63,7 +64,7 @@ class ExperimentConfig:
         check_profile(self.profile)
         if not 0 < self.retention <= 1: raise ConfigError(f"ExperimentConfig.retention must be in (0, 1], got {self.retention}")
         if self.budget not in ('epochs', 'steps'): raise ConfigError(f"ExperimentConfig.budget must be 'epochs' or 'steps', got {self.budget!r}")
-        if self.meta_mode not in ('penalty', 'unrolled', 'alignment'): raise ConfigError(f"ExperimentConfig.meta_mode must be penalty|unrolled|alignment, got {self.meta_mode!r}")
+        if self.meta_mode not in MODES: raise ConfigError(f"ExperimentConfig.meta_mode must be one of {MODES}, got {self.meta_mode!r}")
 
 # %% ../nbs/13_experiments.ipynb #87906c1e
 def config_hash(cfg: ExperimentConfig, exclude=('out_dir', 'device')) -> str:
@@ -118,16 +119,12 @@ def rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame,
     info['score_seconds'] = t.wall
     return read_scores(path), info
 
-# Training steps of the CLIP-like model behind the clip_score / aesthetic / semdedup baselines, per profile.
-# Why per profile: at the quick profile 400 steps (the ClipLikeConfig default) cost ~150 s of one core per corpus, a
-# tenth of the whole sweep; 100 steps keep the filter a working pipeline check. The paper profile keeps the default.
-BASELINE_CLIP_STEPS = {'smoke': 30, 'quick': 100, 'paper': 400}
 
 def baseline_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict]:
     "Scores of a baseline on the train split (higher = keep)."
     from alchemist.baselines import BaselineConfig, score_baseline
     bcfg = BaselineConfig(resolution=cfg.resolution, split='train', seed=cfg.seed, device=cfg.device,
-                          clip_steps=BASELINE_CLIP_STEPS[cfg.profile])
+                          clip_steps=get_profile(cfg.profile).baseline_clip_steps)
     with Timer() as t: df = score_baseline(cfg.method, corpus_dir, bcfg)
     return df, dict(score_seconds=t.wall)
 

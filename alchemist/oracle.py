@@ -25,6 +25,7 @@ from .core import (ConfigError, Timer, atomic_path, config_from_dict, config_to_
                             progress, run_record, seed_everything)
 from .synthetic import (ATTRIBUTES, BACKGROUNDS, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES, SyntheticConfig,
                                  degrade_blur, generate_samples)
+from .data import images_to_tensor
 
 # %% ../nbs/02b_oracle.ipynb #103defa2
 HEADS = {'shape': list(SHAPES), 'colour': list(COLOURS), 'size': list(SIZES), 'count': list(COUNTS),
@@ -110,7 +111,7 @@ def to_input(images, resolution: int) -> torch.Tensor:
     if x.ndim != 4: raise ValueError(f"images must be NHWC uint8 or NCHW float, got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:
         if x.shape[-1] != 3: raise ValueError(f"uint8 images must be NHWC with 3 channels, got shape {tuple(x.shape)}")
-        x = x.permute(0, 3, 1, 2).float() / 127.5 - 1
+        x = images_to_tensor(x)
     else:
         if x.shape[1] != 3: raise ValueError(f"float images must be NCHW with 3 channels, got shape {tuple(x.shape)}")
         x = x.float().clamp(-1, 1)

@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 # %% ../nbs/13b_reproduce.ipynb #055c3ca4
-from .core import (ConfigError, atomic_path, check_profile, config_from_dict, get_logger, git_revision,
+from .core import (PROFILES, ConfigError, atomic_path, check_profile, config_from_dict, get_logger, git_revision,
                             machine_info, progress, read_json, repo_root, reports_dir, runs_dir, write_json)
 
 # %% ../nbs/13b_reproduce.ipynb #4404ccec
@@ -115,7 +115,7 @@ def _load_pairs(path: str | Path, profile: str) -> list[tuple[dict, dict]]:
     except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(doc, dict) or not isinstance(doc.get('profiles'), dict):
         raise ConfigError(f"{path}: expected a top-level 'profiles' mapping")
-    bad = set(doc['profiles']) - set(('smoke', 'quick', 'paper'))
+    bad = set(doc['profiles']) - set(PROFILES)
     if bad: raise ConfigError(f"{path}: unknown profile(s) {sorted(bad)}")
     if profile not in doc['profiles']: raise ConfigError(f"{path}: no parameter sets for profile '{profile}'")
     return _expand(doc['profiles'][profile], f"{path.name}:profiles.{profile}")
@@ -545,7 +545,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     "Command line of `reproduce`: `--table T1|...|all --profile smoke|quick|paper [--on-error continue|stop] ...`."
     p = argparse.ArgumentParser(prog='alchemist reproduce', description='Regenerate paper tables and figures with papermill.')
     p.add_argument('--table', default='all', help=f"one of {', '.join(TABLES)} or 'all'")
-    p.add_argument('--profile', default='quick', choices=['smoke', 'quick', 'paper'])
+    p.add_argument('--profile', default='quick', choices=list(PROFILES))
     p.add_argument('--on-error', default='continue', choices=['continue', 'stop'], help='after a crashed run')
     p.add_argument('--only', default=None, help='run only run ids matching this regular expression')
     p.add_argument('--dry-run', action='store_true', help='validate and list the runs without executing them')

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 # %% auto #0
-__all__ = ['log', 'SOURCES', 'EMOJI_VENDORS', 'EMOJI_LICENSES', 'OPENCLIPART_LICENSE', 'QUICK_LIMIT', 'RENDER_VERSION', 'LANGS',
-           'is_noncommercial', 'WebConfig', 'web_config', 'check_web_config', 'quick_web_config', 'corpus_tag',
+__all__ = ['log', 'SOURCES', 'EMOJI_VENDORS', 'EMOJI_LICENSES', 'OPENCLIPART_LICENSE', 'RENDER_VERSION', 'LANGS',
+           'is_noncommercial', 'WebConfig', 'web_config', 'check_web_config', 'profile_web_config', 'corpus_tag',
            'card_tag', 'out_path', 'cache_path', 'checksum_path', 'FetchError', 'record_checksum', 'npm_tarball_name',
            'fetch_npm', 'fetch_deb', 'unpack', 'package_dirs', 'clean_caption', 'norm_codepoint', 'iconify_records',
            'svg_metadata', 'openclipart_caption', 'openclipart_records', 'emoji_records', 'render_iconify',
@@ -27,7 +27,7 @@ import pandas as pd
 from PIL import Image
 
 # %% ../nbs/03_sources.ipynb #2d919e8c
-from .core import (Timer, atomic_path, config_from_dict, config_to_dict, data_dir, get_logger, progress,
+from .core import (PROFILES, Timer, atomic_path, config_from_dict, config_to_dict, data_dir, get_logger, get_profile, progress,
                             read_json, repo_root, reports_dir, run_record, stable_unit, write_json)
 
 # %% ../nbs/03_sources.ipynb #cd406206
@@ -93,11 +93,9 @@ def check_web_config(cfg: WebConfig) -> WebConfig:
     if not 0 <= cfg.near_dup_bits <= 3: raise ValueError(f"near_dup_bits must be in [0, 3] (the index guarantees recall only up to 3), got {cfg.near_dup_bits}")
     return cfg
 
-QUICK_LIMIT = 12000
-
-def quick_web_config(**kw) -> WebConfig:
-    "The quick profile: the fixed 12k subsample of the full corpus (same sources, same resolution) -> data/web-n12000-32px."
-    return web_config({'limit': QUICK_LIMIT, **kw})
+def profile_web_config(profile: str = 'quick', **kw) -> WebConfig:
+    "The web corpus of a profile: the fixed subsample of `alchemist.core.PROFILES[profile].web_limit` pairs (quick: 12k -> data/web-n12000-32px)."
+    return web_config({'limit': get_profile(profile).web_limit, **kw})
 
 def corpus_tag(cfg: WebConfig) -> str:
     "Name of a build: `name`, then the sources if not all, `n{limit}` if limited, `commercial` if non-commercial art is excluded."
@@ -820,10 +818,11 @@ def write_data_card(cfg: WebConfig, out: Path, df: pd.DataFrame, imgs: np.ndarra
 
 # %% ../nbs/03_sources.ipynb #97c4a7f3
 def main(argv: list | None = None) -> Path:
-    "CLI: build the web corpus. `--quick` = the fixed 12k subsample; `--limit N`; `--resolution`; `--sources a,b`; `--exclude-noncommercial`."
+    "CLI: build the web corpus. `--profile P` = that profile's fixed subsample (quick: 12k); `--limit N`; `--resolution`; `--sources a,b`; `--exclude-noncommercial`."
     import argparse
     ap = argparse.ArgumentParser(prog='alchemist data build web', description=main.__doc__)
-    ap.add_argument('--quick', action='store_true', help=f'the quick profile: fixed {QUICK_LIMIT}-sample subsample')
+    ap.add_argument('--profile', default=None, choices=list(PROFILES), help="a profile's fixed subsample (alchemist.core.PROFILES: web_limit)")
+    ap.add_argument('--quick', action='store_true', help="same as --profile quick")
     ap.add_argument('--limit', type=int, default=None, help='keep the fixed subsample of N samples (0 = all)')
     ap.add_argument('--resolution', type=int, default=None)
     ap.add_argument('--sources', default=None, help=f'comma-separated subset of {",".join(SOURCES)}')
@@ -836,7 +835,8 @@ def main(argv: list | None = None) -> Path:
                                 sources=tuple(a.sources.split(',')) if a.sources else None).items() if v is not None}
     if a.exclude_noncommercial: d['exclude_noncommercial'] = True
     if a.overwrite: d['overwrite'] = True
-    cfg = quick_web_config(**d) if a.quick else web_config(d)
+    prof = 'quick' if a.quick else a.profile
+    cfg = profile_web_config(prof, **d) if prof else web_config(d)
     out = build_web(cfg)
     info = read_json(out/'build_info.json') if (out/'build_info.json').exists() else {}
     print(f"{out}: {info.get('n_written', '?')} samples, {info.get('times', {}).get('total_s', 0):.0f} s, {info.get('corpus_bytes', 0)/1e6:.1f} MB")

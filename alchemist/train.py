@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv, dataclasses, math, os, tempfile, time
 from dataclasses import field
 from pathlib import Path
+from typing import Callable
 
 # %% auto #0
 __all__ = ['CKPT', 'TrainConfig', 'total_steps', 'BatchOrder', 'step_generator', 'EMA', 'save_checkpoint', 'load_checkpoint',
@@ -20,6 +21,7 @@ import torch
 from .core import (Timer, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress,
                             read_json, run_record, runs_dir, stable_hash, write_json)
 from .t2i import T2IConfig, T2IModel, build_t2i
+from .data import images_to_tensor
 
 # %% ../nbs/10_train.ipynb #ddf15a16
 @dataclasses.dataclass
@@ -162,8 +164,10 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * min(1.0, (step + 1) / w) if cfg.warmup_steps > 0 else cfg.lr
 
 def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, uids: list,
-        run_dir: str | Path, stop_at: int | None = None) -> dict:
-    "Train `cfg.model` on in-memory data into `run_dir` (resuming from its checkpoint); `stop_at` simulates a kill after that step's checkpoint."
+        run_dir: str | Path, stop_at: int | None = None, on_step: Callable | None = None) -> dict:
+    """Train `cfg.model` on in-memory data into `run_dir` (resuming from its checkpoint); `stop_at` simulates a kill after that step's checkpoint.
+    `on_step(step, model)` is called before the first step of a fresh run (step 0) and after every optimiser step: a hook for
+    traces of the model during training (Figure 3); it must leave the model in train mode."""
     cfg, log = _check_train_cfg(cfg), get_logger('alchemist.train')
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     dev = get_device(cfg.device)
@@ -197,11 +201,12 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
     params = [p for p in model.parameters() if p.requires_grad]
     step_times, step_cpu, start_step = [], [], step
     bar = progress(total=T, initial=step, desc=f"train {cfg.model.family}-{cfg.model.size} {r}px")
+    if on_step is not None and step == 0: on_step(0, model)
     with Timer() as wall:
         while step < T:
             t0, c0 = time.perf_counter(), time.process_time()
             idx = order(step).to(dev)
-            x0 = imgs[idx].permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+            x0 = images_to_tensor(imgs[idx])
             tk, mk = tokens[idx].float(), mask[idx]
             lr = _lr_at(cfg, step, T)
             for gp in opt.param_groups: gp['lr'] = lr
@@ -222,6 +227,7 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
             step += 1
             history.append((step, loss.item(), lr))
             step_times.append(time.perf_counter() - t0); step_cpu.append(time.process_time() - c0)
+            if on_step is not None: on_step(step, model)   # after the timing: a trace is not training time
             bar.update(1)
             if step % 50 == 0: bar.set_postfix(loss=f'{np.mean([h[1] for h in history[-50:]]):.4f}')
             if step % cfg.ckpt_every == 0 or step == T:
