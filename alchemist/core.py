@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #2f442464
 from __future__ import annotations
-import contextlib, dataclasses, difflib, hashlib, json, logging, os, platform, random, subprocess, sys, tempfile, time
+import contextlib, dataclasses, difflib, hashlib, json, logging, os, platform, random, subprocess, sys, tempfile, time, typing
 from dataclasses import asdict, fields, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +28,6 @@ class ConfigError(ValueError):
 # %% ../nbs/00_core.ipynb #ece84fa7
 def _field_types(cls) -> dict:
     "Resolved annotations of dataclass `cls` (they are strings under `from __future__ import annotations`)."
-    import typing
     try: return typing.get_type_hints(cls)
     except Exception: return {f.name: f.type for f in fields(cls)}
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_encoders.ipynb #9c6354a8
 from __future__ import annotations
-import dataclasses, json, os, tempfile
+import dataclasses, os
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +18,7 @@ import torch
 
 # %% ../nbs/04_encoders.ipynb #fc54f9aa
 from .core import atomic_path, get_device, get_logger, progress, read_json, stable_hash, write_json
+from .data import read_manifest
 
 # %% ../nbs/04_encoders.ipynb #3460eadc
 TEXT_DIM = 384  # width of MiniLM's hidden states and of its sentence embedding
@@ -146,7 +147,6 @@ def load_cached_text(d: str | Path) -> TextBatch:
 # %% ../nbs/04_encoders.ipynb #a9bf8cb1
 def caption_embeddings(corpus_dir: str | Path, max_tokens: int = 16, device: str = 'cpu', batch_size: int = 256) -> TextBatch:
     "Token + pooled MiniLM embeddings of every caption in the corpus manifest (manifest order), cached under `corpus_dir/cache/`."
-    from alchemist.data import read_manifest
     corpus_dir = Path(corpus_dir)
     man = read_manifest(corpus_dir)
     for col in ('uid', 'caption'):

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 # %% ../nbs/02b_oracle.ipynb #4562e265
 from .core import (ConfigError, Timer, atomic_path, config_from_dict, config_to_dict, data_dir, get_device, get_logger,
                             progress, run_record, seed_everything)
-from .synthetic import (ATTRIBUTES, BACKGROUNDS, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES, SyntheticConfig,
-                                 degrade_blur, generate_samples)
+from .synthetic import BACKGROUNDS, COLOURS, COUNTS, POSITIONS, SHAPES, SIZES, SyntheticConfig, generate_samples
 from .data import images_to_tensor
 
 # %% ../nbs/02b_oracle.ipynb #103defa2

@@ -4,8 +4,7 @@
 
 # %% ../nbs/06_rater.ipynb #de270435
 from __future__ import annotations
-import dataclasses, math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_select.ipynb #73ccf1ed
 from __future__ import annotations
-import inspect, math
+import inspect
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +16,8 @@ __all__ = ['SAMPLERS', 'check_scores', 'rank_order', 'percentile_ranks', 'defaul
 # %% ../nbs/09_select.ipynb #0a8b80f8
 import numpy as np
 import pandas as pd
+from . import data
+from .core import run_record
 
 # %% ../nbs/09_select.ipynb #fb2ca310
 def check_scores(scores, where: str = 'scores') -> np.ndarray:
@@ -175,8 +177,6 @@ def select(method: str, scores_df, retention: float, seed: int = 0, **params) ->
 # %% ../nbs/09_select.ipynb #bc65cb83
 def write_selection(path, method: str, scores_df, retention: float, seed: int = 0, **params) -> Path:
     "Select with `select(...)` and write the subset manifest at `path` (via `alchemist.data.write_subset`) with its provenance."
-    from alchemist import data
-    from alchemist.core import run_record
     src = str(scores_df) if isinstance(scores_df, (str, Path)) else None
     df = _as_scores_df(scores_df)
     uids = select(method, df, retention, seed, **params)
@@ -202,7 +202,7 @@ def rank_density(methods=None, retention: float = 0.2, n_pool: int = 20_000, see
 
 def plot_rank_density(methods=None, retention: float = 0.2, n_pool: int = 20_000, seed: int = 0, params: dict | None = None, ax=None):
     "Histogram per method of the percentile ranks it keeps (seaborn); returns the matplotlib Axes."
-    import matplotlib.pyplot as plt, seaborn as sns
+    import matplotlib.pyplot as plt, seaborn as sns   # heavy (~1.5 s) and needed by this plot only
     d = rank_density(methods, retention, n_pool, seed, params)
     if ax is None: _, ax = plt.subplots(figsize=(8, 3.5))
     sns.histplot(d, x='rank', hue='method', bins=50, binrange=(0, 100), element='step', fill=False, stat='density', common_norm=False, ax=ax)

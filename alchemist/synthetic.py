@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_synthetic.ipynb #766ac9ec
 from __future__ import annotations
-import dataclasses, io, json, math
+import io, json, math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +23,8 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 # %% ../nbs/02_synthetic.ipynb #2ac28ddc
-from .core import ConfigError, config_from_dict, config_to_dict, data_dir, get_logger, run_record
+from .core import ConfigError, config_to_dict, data_dir, get_logger, run_record
+from .data import CORPUS_JSON, MANIFEST, SPLITS, corpus_info, iter_samples, read_manifest, save_image_grid, write_corpus
 
 # %% ../nbs/02_synthetic.ipynb #38430781
 SHAPES = ('circle', 'square', 'triangle')
@@ -339,7 +340,6 @@ def default_corpus_dir(cfg: SyntheticConfig) -> Path:
 def build_synthetic(cfg: SyntheticConfig | None = None, out_dir: str | Path | None = None, overwrite: bool = False,
                     split_cfg=None) -> Path:
     "Write the synthetic corpus of `cfg` (default dir `default_corpus_dir(cfg)`); reuse it when built from the same config."
-    from alchemist.data import CORPUS_JSON, MANIFEST, corpus_info, write_corpus
     cfg = cfg or SyntheticConfig()
     out = Path(out_dir) if out_dir is not None else default_corpus_dir(cfg)
     want = config_to_dict(cfg)
@@ -359,7 +359,6 @@ def defect_table(manifest: pd.DataFrame) -> pd.DataFrame:
     "Counts per defect type (rows) and split (columns), with the total and the rate of each defect in the corpus."
     for c in ('defect', 'split'):
         if c not in manifest.columns: raise KeyError(f"defect_table: manifest has no '{c}' column (columns: {list(manifest.columns)})")
-    from alchemist.data import SPLITS
     t = pd.crosstab(manifest.defect, manifest.split)
     t = t.reindex(columns=[s for s in SPLITS if s in t.columns] + [s for s in t.columns if s not in SPLITS], fill_value=0)
     order = [d for d in ('clean',) + DEFECTS if d in t.index] + sorted(d for d in t.index if d not in ('clean',) + DEFECTS)
@@ -371,7 +370,6 @@ def defect_table(manifest: pd.DataFrame) -> pd.DataFrame:
 # %% ../nbs/02_synthetic.ipynb #7e408dc5
 def save_defect_grid(corpus_dir: str | Path, path: str | Path, per_defect: int = 8, seed: int = 0) -> Path:
     "A PNG grid: one labelled row per defect type present in the corpus, `per_defect` random examples each."
-    from alchemist.data import iter_samples, read_manifest, save_image_grid
     man = read_manifest(corpus_dir)
     kinds = [d for d in ('clean',) + DEFECTS if d in set(man.defect)] + sorted(set(man.defect) - {'clean', *DEFECTS})
     rng = np.random.default_rng(seed)

@@ -4,20 +4,21 @@
 
 # %% ../nbs/05_t2i.ipynb #e3bab5b6
 from __future__ import annotations
-import contextlib, dataclasses, math, tempfile, warnings
-from pathlib import Path
+import dataclasses
 
 # %% auto #0
 __all__ = ['UNET_SIZES', 'PIXART_SIZES', 'T2IConfig', 'T2IModel', 'build_t2i', 'use_math_attention']
 
 # %% ../nbs/05_t2i.ipynb #d89c7353
-import numpy as np
 import torch
-import torch.nn.functional as F
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PixArtTransformer2DModel,
+                       UNet2DConditionModel)
+from diffusers.models.attention_processor import AttnProcessor
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # %% ../nbs/05_t2i.ipynb #8f1cbe8f
-from .core import config_from_dict, config_to_dict, get_device
+from .core import config_from_dict, get_device
 
 # %% ../nbs/05_t2i.ipynb #d70ccc95
 UNET_SIZES = {  # block widths per size: ~1.0M, ~3.3M, ~12.7M parameters with 384-d cross-attention (attn_skip_levels=1)
@@ -57,7 +58,6 @@ def _check_cfg(cfg: T2IConfig) -> T2IConfig:
 
 # %% ../nbs/05_t2i.ipynb #c00f262c
 def _build_unet(cfg: T2IConfig):
-    from diffusers import UNet2DConditionModel
     ch = tuple(cfg.channels) or UNET_SIZES[cfg.size]
     n = len(ch)
     if not 0 <= cfg.attn_skip_levels <= n - 1:
@@ -74,7 +74,6 @@ def _build_unet(cfg: T2IConfig):
         norm_num_groups=8)
 
 def _build_pixart(cfg: T2IConfig):
-    from diffusers import PixArtTransformer2DModel
     w, d = PIXART_SIZES[cfg.size]
     w, d = cfg.width or w, cfg.depth or d
     if w % cfg.head_channels: raise ValueError(f"PixArt width {w} is not a multiple of head_channels {cfg.head_channels}")
@@ -90,7 +89,6 @@ class T2IModel(nn.Module):
     "A text-conditioned pixel-space diffusion model; `forward` is `per_sample_loss`."
     def __init__(self, cfg: T2IConfig):
         super().__init__()
-        from diffusers import DDPMScheduler
         self.cfg = _check_cfg(cfg)
         self.net = _build_unet(cfg) if cfg.family == 'unet' else _build_pixart(cfg)
         self.scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
@@ -163,7 +161,6 @@ class T2IModel(nn.Module):
     @torch.no_grad()
     def sample(self, tokens, mask, guidance: float = 3.0, steps: int = 25, generator=None, sampler: str | None = None):
         "Images `[B,3,H,W]` in [-1,1] for captions (`tokens`, `mask`) with classifier-free `guidance` (1 = none)."
-        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
         sampler = sampler or self.cfg.sampler
         if sampler == 'ddim': sch = DDIMScheduler.from_config(self.scheduler.config, clip_sample=True, set_alpha_to_one=False)
         elif sampler == 'dpm': sch = DPMSolverMultistepScheduler.from_config(self.scheduler.config, algorithm_type='dpmsolver++')
@@ -198,11 +195,9 @@ def build_t2i(cfg: T2IConfig | dict | None = None, device: str = 'cpu', seed: in
 # %% ../nbs/05_t2i.ipynb #d30d59e4
 def use_math_attention():
     "Context manager: scaled-dot-product attention uses the math kernel (it supports double backward on CPU)."
-    from torch.nn.attention import SDPBackend, sdpa_kernel
     return sdpa_kernel(SDPBackend.MATH)
 
 def _set_math_attention(self: T2IModel) -> T2IModel:
     "Use diffusers' classic `AttnProcessor` (explicit matmul + softmax) in every attention layer; returns the model."
-    from diffusers.models.attention_processor import AttnProcessor
     self.net.set_attn_processor(AttnProcessor()); return self
 T2IModel.set_math_attention = _set_math_attention

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #b3350ca2
 from __future__ import annotations
-import csv, dataclasses, math, os, tempfile, time
+import csv, dataclasses, math, time
 from dataclasses import field
 from pathlib import Path
 from typing import Callable
@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 # %% ../nbs/10_train.ipynb #c682a2ea
-from .core import (Timer, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress,
-                            read_json, run_record, runs_dir, stable_hash, write_json)
+from .core import (Timer, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress, run_record,
+                            runs_dir, stable_hash, write_json)
 from .t2i import T2IConfig, T2IModel, build_t2i
-from .data import images_to_tensor
+from .data import CorpusError, images_to_tensor, load_images, read_manifest, read_subset
+from .encoders import caption_embeddings, rows_for
 
 # %% ../nbs/10_train.ipynb #ddf15a16
 @dataclasses.dataclass
@@ -139,7 +140,7 @@ def save_loss_curve(run_dir: Path, history: list, title: str = '') -> tuple[Path
     with atomic_path(run_dir/'loss.csv') as tmp:
         with open(tmp, 'w', newline='') as f:
             w = csv.writer(f); w.writerow(['step', 'loss', 'lr']); w.writerows(history)
-    import matplotlib; matplotlib.use('Agg', force=False)
+    import matplotlib; matplotlib.use('Agg', force=False)   # heavy (~1 s) and needed by this plot only; Agg: no display here
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3))
     if history:
@@ -251,8 +252,6 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
 # %% ../nbs/10_train.ipynb #c44f6c65
 def load_train_data(cfg: TrainConfig):
     "(images uint8 [N,H,W,3], tokens, mask, uids) of the subset (or the train split) of `cfg.corpus_dir`."
-    from alchemist.data import load_images, read_manifest, read_subset, CorpusError
-    from alchemist.encoders import caption_embeddings, rows_for
     if not cfg.corpus_dir: raise ValueError("TrainConfig.corpus_dir is empty")
     man = read_manifest(cfg.corpus_dir)
     if cfg.subset:
