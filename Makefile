@@ -12,7 +12,7 @@ export ALCHEMIST_ROOT := $(CURDIR)
 # torch threads sleep instead of spinning while they wait: on a shared 2-core box spinning threads starve each other
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test lab docs reproduce budget bench export clean-nbs check-nbs help
+.PHONY: setup demo test lab docs notebooks reproduce budget bench export clean-nbs check-nbs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -41,8 +41,11 @@ test: $(STAMP)  ## notebook tests (nbdev_test) then pytest; fails when no test r
 lab: $(STAMP)  ## JupyterLab on the project's kernel
 	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
-docs: $(STAMP)  ## documentation site (nbdev_docs where Quarto exists, else HTML via nbconvert in _docs/)
+docs: $(STAMP)  ## documentation site from the outputs stored in the notebooks (nbdev_docs where Quarto exists, else HTML in _docs/); executes nothing
 	$(BIN)/python scripts/build_docs.py
+
+notebooks: $(STAMP)  ## re-execute the notebooks and store their outputs (fast cells; make notebooks NB=05_t2i,09_select SLOW=1 for the slow ones too)
+	ALCHEMIST_PROGRESS=0 $(BIN)/python scripts/run_notebooks.py $(if $(NB),--only $(NB)) $(if $(SLOW),--slow)
 
 reproduce: $(STAMP)  ## regenerate the paper tables: make reproduce PROFILE=quick|paper TABLE=all|T1|... JOBS=2 (notebooks at once)
 	$(BIN)/alchemist reproduce --table $(TABLE) --profile $(PROFILE) --jobs $(JOBS)

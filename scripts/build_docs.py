@@ -2,13 +2,15 @@
 """Build the documentation site.
 
 Where Quarto exists this is nbdev's own `nbdev_docs` (config in nbs/_quarto.yml, nbs/nbdev.yml).
-Quarto cannot be installed on machines without GitHub access, so otherwise the notebooks are executed
-(outputs are the docs), `#| hide` cells are dropped and nbdev directives stripped, and nbconvert writes
-one HTML page per notebook into _docs/ with a navigation page.
+Quarto cannot be installed on machines without GitHub access, so otherwise nbconvert writes one HTML page per
+notebook into _docs/ with a navigation page (`#| hide` cells dropped, nbdev directives stripped).
 
-    python scripts/build_docs.py [--no-execute] [--only 00_core,01_data]
+The pages show the outputs stored in the notebooks: building the docs executes nothing, so it never writes into
+reports/ or data/. Refresh the stored outputs with `make notebooks` (scripts/run_notebooks.py).
+
+    python scripts/build_docs.py [--only 00_core,01_data] [--out DIR]
 """
-import argparse, html, json, os, shutil, subprocess, sys, tempfile
+import argparse, html, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,36 +29,28 @@ def _visible(nb):
     return nb
 
 
-def build(execute=True, only=None, out=ROOT/'_docs'):
+def build(only=None, out=ROOT/'_docs', screenshot_check=True):
     import nbformat
     from nbconvert import HTMLExporter
-    from nbclient import NotebookClient
     nbs = sorted(p for p in (ROOT/'nbs').glob('*.ipynb'))
     if only: nbs = [p for p in nbs if p.stem in only]
     out.mkdir(exist_ok=True)
     exporter = HTMLExporter(template_name='lab'); exporter.exclude_input_prompt = True; exporter.exclude_output_prompt = True
-    pages, failed = [], []
-    env = dict(os.environ, ALCHEMIST_PROGRESS='0')
+    pages = []
     for p in nbs:
         nb = nbformat.read(p, as_version=4)
-        if execute:
-            try: NotebookClient(nb, timeout=900, kernel_name='python3', resources={'metadata': {'path': str(p.parent)}}).execute()
-            except Exception as e: failed.append((p.name, str(e)[-300:]))
         body, _ = exporter.from_notebook_node(_visible(nb))
         (out/f'{p.stem}.html').write_text(body)
         title = next((c.source.splitlines()[0].lstrip('# ') for c in nb.cells if c.cell_type == 'markdown' and c.source.startswith('# ')), p.stem)
         pages.append((p.stem, title))
-        print(f'  {p.name} -> _docs/{p.stem}.html')
+        print(f'  {p.name} -> {out/p.stem}.html')
     links = '\n'.join(f'<li><a href="{s}.html">{html.escape(t)}</a> <small>({s})</small></li>' for s, t in pages)
     (out/'contents.html').write_text(f'<!doctype html><html><head><meta charset="utf-8"><title>alchemist docs</title></head>'
                                      f'<body style="font-family:sans-serif;max-width:50em;margin:2em auto"><h1>alchemist</h1>'
                                      f'<p>Notebook documentation (built with nbconvert; Quarto builds the full nbdev site).</p><ol>{links}</ol></body></html>')
     if (out/'index.html').exists() is False and (out/'contents.html').exists(): shutil.copy(out/'contents.html', out/'index.html')
-    if failed:
-        for name, err in failed: print(f'FAILED to execute {name}: {err}', file=sys.stderr)
-        sys.exit(1)
     print(f'docs written to {out}/ (open {out}/contents.html)')
-    shot = screenshot(out/'01_data.html' if (out/'01_data.html').exists() else out/'contents.html', out/'screenshot.png')
+    shot = screenshot_check and screenshot(out/'01_data.html' if (out/'01_data.html').exists() else out/'contents.html', out/'screenshot.png')
     if shot: print(f'checked in headless Chromium: {shot}')
 
 
@@ -74,10 +68,11 @@ def screenshot(page: Path, png: Path):
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--no-execute', action='store_true', help='use stored outputs only')
     ap.add_argument('--only', default='', help='comma-separated notebook stems')
+    ap.add_argument('--out', default=str(ROOT/'_docs'), help='output folder of the HTML pages')
+    ap.add_argument('--no-screenshot', action='store_true', help='skip the headless-Chromium check')
     a = ap.parse_args()
     if shutil.which('quarto') and not a.only:
         sys.exit(subprocess.call([str(Path(sys.executable).parent/'nbdev_docs')], cwd=ROOT))
     print('Quarto not found: building HTML pages with nbconvert (nbdev_docs needs Quarto).')
-    build(execute=not a.no_execute, only=[s for s in a.only.split(',') if s] or None)
+    build(only=[s for s in a.only.split(',') if s] or None, out=Path(a.out), screenshot_check=not a.no_screenshot)

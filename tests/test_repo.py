@@ -175,3 +175,15 @@ def test_imports_inside_functions_say_why():
             if '#' not in lines[lineno - 1] and '#' not in lines[lineno - 2]:
                 bad.append(f"{m}.py:{lineno}: `{stmt}` inside a function without a '# why' comment (or import it at the top)")
     assert not bad, '\n'.join(bad)
+
+
+def test_docs_build_writes_nothing_into_the_repo(tmp_path):
+    "Building the docs renders the stored outputs: it executes no cell, so reports/, data/ and nbs/ stay as they were."
+    status = lambda: subprocess.run(['git', 'status', '--porcelain', '--untracked-files=all'], cwd=ROOT, capture_output=True, text=True).stdout
+    before = status()
+    r = subprocess.run([sys.executable, str(ROOT/'scripts'/'build_docs.py'), '--only', '02b_oracle,09_select', '--out', str(tmp_path/'site'),
+                        '--no-screenshot'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert status() == before, "the docs build changed files in the repo"
+    page = (tmp_path/'site'/'09_select.html').read_text()
+    assert 'image/png' in page or '<img' in page, "the stored outputs (a plot) are not on the page"
