@@ -75,10 +75,15 @@ def _build_parser() -> argparse.ArgumentParser:
     b = dsub.add_parser('build', help='build a corpus: synthetic or web')
     b.add_argument('kind', choices=['synthetic', 'web'])
     b.add_argument('--n', type=int, default=None, help='synthetic: number of samples')
-    b.add_argument('--limit', type=int, default=None, help='web: keep at most N samples')
+    b.add_argument('--limit', type=int, default=None, help='web: the fixed subsample of N samples (0 = all)')
     b.add_argument('--resolution', type=int, default=None); b.add_argument('--seed', type=int, default=None)
     b.add_argument('--out', default=None); b.add_argument('--overwrite', action='store_true')
     b.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='any other config field')
+    b.add_argument('--profile', default=None, choices=list(PROFILES), help="web: a profile's fixed subsample (alchemist.core.PROFILES: web_limit)")
+    b.add_argument('--sources', default=None, help='web: comma-separated sources to include (default: all of alchemist.sources.SOURCES)')
+    b.add_argument('--exclude-noncommercial', action='store_true', help='web: drop art not cleared for commercial use')
+    b.add_argument('--workers', type=int, default=None, help='web: processes rendering SVGs')
+    b.add_argument('--name', default=None, help='web: corpus name (first part of its folder name)')
     i = dsub.add_parser('info', help='counts of a corpus'); i.add_argument('corpus')
     f = dsub.add_parser('import', help='import an imagefolder (metadata.jsonl/csv) or webdataset shards')
     f.add_argument('source', nargs='+', help='a folder, or .tar shards'); f.add_argument('--out', required=True)
@@ -99,10 +104,14 @@ def _data(a) -> None:
             cfg = config_from_dict(synthetic.SyntheticConfig, {**kw, **over})
             print(synthetic.build_synthetic(cfg, out_dir=a.out, overwrite=a.overwrite))
         else:
-            from alchemist import sources
-            kw = {k: v for k, v in dict(limit=a.limit, resolution=a.resolution).items() if v is not None}
-            cfg = config_from_dict(sources.WebConfig, {**kw, **over})
-            print(sources.build_web(cfg) if a.out is None else sources.build_web(cfg, out_dir=a.out))
+            from alchemist import sources  # lazy: only this command needs the renderers (cairosvg, resvg) and py3langid
+            kw = {k: v for k, v in dict(limit=a.limit, resolution=a.resolution, sources=a.sources, workers=a.workers, name=a.name).items() if v is not None}
+            if a.exclude_noncommercial: kw['exclude_noncommercial'] = True
+            d = {**kw, **over}
+            cfg = sources.profile_web_config(a.profile, **d) if a.profile else sources.web_config(d)
+            out = sources.build_web(cfg, out_dir=a.out, overwrite=a.overwrite or None)
+            info = json.loads((out/'build_info.json').read_text()) if (out/'build_info.json').exists() else {}
+            print(f"{out}: {info.get('n_written', '?')} samples, {info.get('times', {}).get('total_s', 0):.0f} s, {info.get('corpus_bytes', 0)/1e6:.1f} MB")
     elif a.data_cmd == 'info':
         man = data.read_manifest(a.corpus)
         print(f"{a.corpus}: {len(man)} samples")

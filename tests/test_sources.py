@@ -1,11 +1,14 @@
-"alchemist.sources on real files cut from the pinned packages (tests/fixtures/web): no network."
+"alchemist.sources (and its steps: fetch, catalogues, render, dedup) on real files cut from the pinned packages (tests/fixtures/web): no network."
 import io, json, os, shutil, tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from alchemist import catalogues as C
+from alchemist import cli
 from alchemist import data as adata
+from alchemist import fetch as F
 from alchemist import sources as S
 
 FIX = Path(__file__).resolve().parent/'fixtures'/'web'
@@ -73,7 +76,7 @@ def test_licences_and_captions(built):
     assert man.loc['ic-noto-grinning-face', 'license'] == 'Apache-2.0'
     assert man.loc['em-google-1f600', 'license'] == 'Apache-2.0'
     oc = man[man.source == 'openclipart']
-    assert set(oc.license) == {S.OPENCLIPART_LICENSE}
+    assert set(oc.license) == {C.OPENCLIPART_LICENSE}
     assert any(c.startswith('gramastar') for c in oc.caption)   # template titles are kept: real noise
     assert any('HASH(0x' in c for c in oc.caption)
 
@@ -107,7 +110,7 @@ def test_limit_is_a_fixed_nested_subsample(tmp_path):
 
 def test_exclude_noncommercial(tmp_path, monkeypatch):
     # the fixtures ship no Apple art; mark Twitter's as Apple's licence to see the filter work
-    monkeypatch.setitem(S.EMOJI_LICENSES, 'twitter', 'Apple-proprietary-NC')
+    monkeypatch.setitem(C.EMOJI_LICENSES, 'twitter', 'Apple-proprietary-NC')
     out = S.build_web(_cfg(tmp_path, exclude_noncommercial=True, sources=['emoji'], write_card=False))
     man = adata.read_manifest(out)
     assert len(man) > 0 and not man.uid.str.startswith('em-twitter').any()
@@ -133,21 +136,21 @@ def test_bad_svg_is_counted_not_fatal(tmp_path):
 
 def test_missing_tools_and_downloads_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv('PATH', str(tmp_path))
-    with pytest.raises(S.FetchError, match=r"npm is needed to download @iconify/json@2\.2\.535.*apt-get install npm"):
-        S.fetch_npm('@iconify/json', '2.2.535', tmp_path/'dl', tmp_path/'ck.json')
-    with pytest.raises(S.FetchError, match=r"apt-get is needed to download the Debian package openclipart-svg=1:0\.18"):
-        S.fetch_deb('openclipart-svg', '1:0.18+dfsg-19', tmp_path/'dl', tmp_path/'ck.json')
-    with pytest.raises(S.FetchError, match='emoji-datasource'):
+    with pytest.raises(F.FetchError, match=r"npm is needed to download @iconify/json@2\.2\.535.*apt-get install npm"):
+        F.fetch_npm('@iconify/json', '2.2.535', tmp_path/'dl', tmp_path/'ck.json')
+    with pytest.raises(F.FetchError, match=r"apt-get is needed to download the Debian package openclipart-svg=1:0\.18"):
+        F.fetch_deb('openclipart-svg', '1:0.18+dfsg-19', tmp_path/'dl', tmp_path/'ck.json')
+    with pytest.raises(F.FetchError, match='emoji-datasource'):
         S.package_dirs(S.web_config(dict(local_root=str(tmp_path), sources=['emoji'])))
 
 
 def test_checksum_mismatch_is_an_error(tmp_path):
     f = tmp_path/'x-1.0.0.tgz'; f.write_bytes(b'one')
-    S.record_checksum(f, tmp_path/'ck.json', package='x', version='1.0.0')
-    S.record_checksum(f, tmp_path/'ck.json', package='x', version='1.0.0')   # same bytes: fine
+    F.record_checksum(f, tmp_path/'ck.json', package='x', version='1.0.0')
+    F.record_checksum(f, tmp_path/'ck.json', package='x', version='1.0.0')   # same bytes: fine
     f.write_bytes(b'two')
-    with pytest.raises(S.FetchError, match='checksum mismatch'):
-        S.record_checksum(f, tmp_path/'ck.json', package='x', version='1.0.0')
+    with pytest.raises(F.FetchError, match='checksum mismatch'):
+        F.record_checksum(f, tmp_path/'ck.json', package='x', version='1.0.0')
 
 
 def test_deb_unpacks_without_dpkg(tmp_path, monkeypatch):
@@ -162,17 +165,43 @@ def test_deb_unpacks_without_dpkg(tmp_path, monkeypatch):
         ar += f'{name + "/":<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(body):<10}`\n'.encode() + body + (b'\n' if len(body) % 2 else b'')
     deb = tmp_path/'p_1_all.deb'; deb.write_bytes(ar)
     monkeypatch.setenv('PATH', str(tmp_path))                 # no dpkg-deb
-    d = S.unpack(deb, tmp_path/'out')
+    d = F.unpack(deb, tmp_path/'out')
     assert (d/'usr/share/openclipart/svg/a.svg').read_bytes() == b'<svg/>'
 
 
-def test_cli_rejects_unknown_source(tmp_path):
+def test_cli_rejects_unknown_source(capsys):
+    # the config check raises a ValueError naming the source; the CLI prints it and exits 2 (before fetching anything)
     with pytest.raises(ValueError, match='nope'):
-        S.main(['--sources', 'nope'])
+        S.web_config({'sources': 'nope'})
+    assert cli.main(['data', 'build', 'web', '--sources', 'nope']) == 2
+    assert 'nope' in capsys.readouterr().err
+
+
+def test_cli_help_lists_the_web_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(['data', 'build', 'web', '--help'])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ['--profile', '--sources', '--exclude-noncommercial', '--workers', '--name', '--limit', '--resolution', '--out',
+                 '--overwrite', '--set']:
+        assert flag in out, flag
+
+
+def test_cli_builds_from_flags(tmp_path, capsys):
+    argv = ['data', 'build', 'web', '--sources', 'iconify,openclipart', '--limit', '5', '--workers', '1', '--name', 'clitest',
+            '--out', str(tmp_path/'x'), '--set', f'local_root={FIX}', f'cache_dir={tmp_path/"cache"}', 'write_card=false']
+    assert cli.main(argv) == 0
+    assert f"{tmp_path/'x'}: 5 samples" in capsys.readouterr().out   # path, samples written, seconds, MB
+    man = adata.read_manifest(tmp_path/'x')
+    assert len(man) == 5 and set(man.source) <= {'iconify', 'openclipart'}
+    assert json.loads((tmp_path/'x'/'corpus.json').read_text())['name'] == 'clitest-iconify+openclipart-n5'
+    assert cli.main(['data', 'build', 'web', '--profile', 'smoke', '--exclude-noncommercial', '--sources', 'emoji', '--out', str(tmp_path/'y'),
+                     '--set', f'local_root={FIX}', f'cache_dir={tmp_path/"cache"}', 'write_card=false', "emoji_vendors=google,twitter"]) == 0
+    assert 'samples' in capsys.readouterr().out
 
 
 def test_cli_style_call(tmp_path):
-    # alchemist.cli calls build_web(config_from_dict(WebConfig, ...), out_dir=...) with --set values as strings
+    # build_web(config_from_dict(WebConfig, ...), out_dir=...) with list fields given as 'a,b' strings (as --set gives them)
     from alchemist.core import config_from_dict
     cfg = config_from_dict(S.WebConfig, dict(local_root=str(FIX), sources='iconify', limit=4, workers=1, write_card=False,
                                              cache_dir=str(tmp_path/'cache')))
