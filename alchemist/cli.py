@@ -11,19 +11,20 @@ from pathlib import Path
 __all__ = ['DEMO_PROFILES', 'demo_corpus', 'demo', 'main']
 
 # %% ../nbs/14_cli.ipynb #9a476ac6
-from .core import PROFILES, ConfigError, check_profile, config_from_dict, get_logger, get_profile, runs_dir, write_json
+import pandas as pd
+import yaml
+from . import data, synthetic
+from .core import PROFILES, ConfigError, check_profile, config_from_dict, get_profile, runs_dir
 
 # %% ../nbs/14_cli.ipynb #2077a36c
 DEMO_PROFILES = tuple(p for p, prof in PROFILES.items() if prof.demo)   # the profiles that have a demo size (alchemist.core.PROFILES)
 
 def demo_corpus(profile: str = 'smoke', out: Path | None = None) -> dict:
     "Build the demo's synthetic corpus, write its defect grid and table into `out`; return the paths."
-    from alchemist import synthetic
-    from alchemist.data import read_manifest
     size = get_profile(profile).demo
     out = Path(out or runs_dir()/f'demo-{profile}'); out.mkdir(parents=True, exist_ok=True)
     corpus = synthetic.build_synthetic(synthetic.SyntheticConfig(n=size['corpus_n'], resolution=size['resolution']))
-    man = read_manifest(corpus)
+    man = data.read_manifest(corpus)
     grid = synthetic.save_defect_grid(corpus, out/'defect_grid.png')
     table = synthetic.defect_table(man)
     (out/'defect_table.md').write_text(table.to_markdown() if hasattr(table, 'to_markdown') else table.to_string())
@@ -39,13 +40,12 @@ def demo(profile: str = 'smoke', out: str | Path | None = None, pipeline: bool =
     print(f"corpus:       {res['corpus']}\ndefect grid:  {res['grid']}\ndefect table: {res['table']}")
     print(res['table_df'].to_string())
     if pipeline:
-        from alchemist.experiments import ExperimentConfig, run
+        from alchemist.experiments import ExperimentConfig, run   # deferred: the pipeline loads diffusers and transformers
         size = dict(get_profile(profile).demo)
         rows = []
         for method in ('alchemist', 'random'):
             cfg = ExperimentConfig(method=method, retention=0.5, profile=profile, out_dir=str(out/method), **size)
             m = run(cfg); rows.append(dict(method=method, **{k: m.get(k) for k in ('n_selected', 'defect_rate', 'train_seconds', 'fd_effnet', 'clip_score', 'attr_acc')}))
-        import pandas as pd
         res['metrics'] = pd.DataFrame(rows)
         (out/'metrics.md').write_text(res['metrics'].to_markdown(index=False))
         print(res['metrics'].to_string(index=False))
@@ -95,11 +95,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/14_cli.ipynb #2954edd0
 def _data(a) -> None:
-    from alchemist import data
     if a.data_cmd == 'build':
         over = _kv(a.set)
         if a.kind == 'synthetic':
-            from alchemist import synthetic
             kw = {k: v for k, v in dict(n=a.n, resolution=a.resolution, seed=a.seed).items() if v is not None}
             cfg = config_from_dict(synthetic.SyntheticConfig, {**kw, **over})
             print(synthetic.build_synthetic(cfg, out_dir=a.out, overwrite=a.overwrite))
@@ -122,10 +120,9 @@ def _data(a) -> None:
         print(f"{a.out}: {len(man)} samples")
 
 def _run(a) -> None:
-    from alchemist.experiments import ExperimentConfig, run
+    from alchemist.experiments import ExperimentConfig, run   # deferred: `alchemist --help` answers without loading the pipeline
     d = {}
     if a.config:
-        import yaml
         d = yaml.safe_load(Path(a.config).read_text()) or {}
     cfg = config_from_dict(ExperimentConfig, {**d, **_kv(a.overrides)})
     print(json.dumps(run(cfg), indent=2, default=str))
@@ -134,7 +131,7 @@ def main(argv: list | None = None) -> int:
     "Entry point of the `alchemist` console script."
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ['reproduce']:
-        from alchemist.reproduce import reproduce_main
+        from alchemist.reproduce import reproduce_main   # deferred: papermill and jupyter load only for this command
         return reproduce_main(argv[1:])
     a = _build_parser().parse_args(argv)
     try:
