@@ -4,22 +4,26 @@
 
 # %% ../nbs/15_reports.ipynb #2d30b04c
 from __future__ import annotations
-import json, math, re, shutil
+import math, shutil
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RECORD_COLS', 'METRICS', 'QUALITY', 'MAIN_METRICS', 'README_BEGIN', 'README_END', 'results_dir', 'load_results',
-           'param_cols', 'varying', 'metric_cols', 'fmt_mean_std', 'summarize', 'mean_std_table', 'time_to_quality',
-           'speedups', 'seed_count', 'bar_figure', 'line_figure', 'main_and_details', 'selection_cost', 'report_table',
-           'write_reports', 'compare', 'claims', 'claims_md', 'write_headline', 'headline_block',
+__all__ = ['RECORD_COLS', 'METRICS', 'QUALITY', 'MAIN_METRICS', 'CLAIM_FIELDS', 'CLAIM_OPTIONAL', 'BANDS', 'CLAIM_KINDS',
+           'README_BEGIN', 'README_END', 'results_dir', 'load_results', 'param_cols', 'varying', 'metric_cols',
+           'fmt_mean_std', 'summarize', 'mean_std_table', 'time_to_quality', 'speedups', 'seed_count', 'bar_figure',
+           'line_figure', 'main_and_details', 'selection_cost', 'report_table', 'write_reports', 'compare',
+           'claims_path', 'load_claims', 'claims', 'claims_md', 'write_headline', 'headline_block',
            'update_readme_headline']
 
 # %% ../nbs/15_reports.ipynb #6e7619ea
 import numpy as np
 import pandas as pd
+import yaml
+from scipy.stats import ttest_1samp, ttest_ind
 
 # %% ../nbs/15_reports.ipynb #7ae1d009
-from .core import PROFILES, atomic_path, get_logger, reports_dir, repo_root
+from .core import PROFILES, ConfigError, atomic_path, get_logger, reports_dir, repo_root
+from .reproduce import TABLES, experiments_dir
 
 # %% ../nbs/15_reports.ipynb #6ec9c980
 RECORD_COLS = ('table', 'profile', 'run_id', 'git', 'machine', 'date', 'wall_s', 'cpu_ratio', 'config', 'reused_from')
@@ -150,7 +154,7 @@ def seed_count(sp: pd.DataFrame, flag: str, when: bool) -> tuple[int, int]:
 def _fig_path(out: Path, name: str) -> Path: return out/'figures'/f'{name}.png'
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # why here: pyplot is slow to import and only drawing needs it
     with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=120, bbox_inches='tight')
     plt.close(fig); return path
 
@@ -159,8 +163,8 @@ def _label(df: pd.DataFrame, cols: list[str]) -> pd.Series:
 
 def bar_figure(df: pd.DataFrame, metric: str, by: list[str], path: Path, title: str = '') -> Path | None:
     "Mean ± sd bars of `metric` per configuration (`by`), one panel per corpus."
-    import matplotlib; matplotlib.use('Agg')
-    import seaborn as sns
+    import matplotlib; matplotlib.use('Agg')   # why here: pick the file backend only when drawing (importing reports must not change it)
+    import seaborn as sns                      # why here: seconds to import, only drawing needs it
     if metric not in df.columns or df[metric].isna().all(): return None
     d = df.assign(config=_label(df, [c for c in by if c != 'corpus']))
     g = sns.catplot(data=d, x=metric, y='config', col='corpus' if 'corpus' in d.columns and d.corpus.nunique() > 1 else None,
@@ -171,7 +175,7 @@ def bar_figure(df: pd.DataFrame, metric: str, by: list[str], path: Path, title: 
 def line_figure(df: pd.DataFrame, x: str, y: str, hue: list[str], path: Path, title: str = '', col: str | None = None,
                 row: str | None = None) -> Path | None:
     "Mean ± sd lines of `y` against `x` per `hue` configuration (one panel per `col` and `row` value, when it varies)."
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib; matplotlib.use('Agg')   # why here: as in bar_figure
     import seaborn as sns
     if x not in df.columns or y not in df.columns or df[y].isna().all(): return None
     legend = hue[0] if len(hue) == 1 else 'config'   # one hue column: the legend says what it is (e.g. 'band')
@@ -312,7 +316,6 @@ def write_reports(results_dir: str | Path | None = None, out_dir: str | Path | N
 # %% ../nbs/15_reports.ipynb #8af36171
 def compare(a, b, lower_is_better: bool = True, alpha: float = 0.05) -> tuple[str, float]:
     "Verdict that `a` is better than `b` (per-seed values) by a one-sided Welch t-test, and the mean difference a - b."
-    from scipy.stats import ttest_ind
     a, b = pd.to_numeric(pd.Series(a), errors='coerce').dropna(), pd.to_numeric(pd.Series(b), errors='coerce').dropna()
     if len(a) == 0 or len(b) == 0: return 'no data', float('nan')
     diff = float(a.mean() - b.mean())
@@ -329,78 +332,136 @@ def _sel(df, **kw):
         m &= np.isclose(df[k], v) if isinstance(v, float) else (df[k].astype(str) == str(v))
     return df[m]
 
-def claims(res: dict[str, pd.DataFrame], profile: str, q: str = QUALITY) -> pd.DataFrame:
-    "Check the paper's testable claims on the results of `profile`; one row per claim and corpus."
+# %% ../nbs/15_reports.ipynb #7f1a1a65
+CLAIM_FIELDS = ('table', 'claim', 'paper', 'kind', 'a', 'b', 'metric', 'better')   # every entry has these
+CLAIM_OPTIONAL = ('where', 'where_present', 'axes', 'skip')
+BANDS = ('top', 'middle', 'tail')
+
+def claims_path() -> Path: return experiments_dir()/'claims.yaml'
+
+def _check_claim(e, where: str) -> dict:
+    "Entry `e` of the claims file, checked; errors start with `where` (file and entry)."
+    if not isinstance(e, dict): raise ConfigError(f"{where}: expected a mapping, got {e!r}")
+    missing, unknown = [k for k in CLAIM_FIELDS if k not in e], sorted(set(e) - set(CLAIM_FIELDS) - set(CLAIM_OPTIONAL))
+    if missing: raise ConfigError(f"{where}: missing key(s) {missing}")
+    if unknown: raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {list(CLAIM_FIELDS + CLAIM_OPTIONAL)}")
+    if e['table'] not in TABLES: raise ConfigError(f"{where}: unknown table {e['table']!r}; choose one of {list(TABLES)}")
+    if e['kind'] not in CLAIM_KINDS: raise ConfigError(f"{where}: unknown kind {e['kind']!r}; choose one of {list(CLAIM_KINDS)}")
+    if e['better'] not in ('lower', 'higher'): raise ConfigError(f"{where}: better must be 'lower' or 'higher', got {e['better']!r}")
+    for k in ('a', 'b', 'where', 'where_present', 'skip'):
+        if k in e and not isinstance(e[k], dict): raise ConfigError(f"{where}: {k} must be a mapping of parameter values")
+        if k in e and 'corpus' in e[k]: raise ConfigError(f"{where}: {k} names 'corpus', but every claim is checked on each corpus")
+    kind, a, b = e['kind'], e['a'], e['b']
+    if kind == 'axis_points' and not (isinstance(e.get('axes'), list) and e['axes']): raise ConfigError(f"{where}: kind axis_points needs a list 'axes'")
+    if kind == 'best_of' and not (len(a) == 1 and isinstance(next(iter(a.values())), list) and len(next(iter(a.values()))) == 2):
+        raise ConfigError(f"{where}: kind best_of needs a = {{parameter: [lo, hi]}}")
+    if kind == 'bands' and not (a.get('band') in BANDS and b.get('band') in BANDS): raise ConfigError(f"{where}: kind bands needs a.band and b.band in {BANDS}")
+    if kind == 'speedup' and not ('method' in a and b.get('method') in ('random', 'full')):
+        raise ConfigError(f"{where}: kind speedup needs a.method and b.method 'random' or 'full'")
+    return e
+
+def load_claims(path: str | Path | None = None) -> list[dict]:
+    "The checked entries of the claims file (default `nbs/experiments/claims.yaml`), in file order."
+    path = Path(path or claims_path())
+    if not path.exists(): raise FileNotFoundError(f"no claims file {path}")
+    try: doc = yaml.safe_load(path.read_text(encoding='utf-8'))
+    except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get('claims'), list): raise ConfigError(f"{path}: expected a top-level 'claims' list")
+    return [_check_claim(e, f"{path.name} claim {i}") for i, e in enumerate(doc['claims'])]
+
+# %% ../nbs/15_reports.ipynb #c460b2bd
+def _claim_row(e: dict, corpus: str, claim: str, verdict: str, diff: float) -> dict:
+    return dict(table=e['table'], corpus=corpus, claim=claim, paper=e['paper'], **{'Δ FD (a − b)': diff}, verdict=verdict)
+
+def _scope(e: dict, df: pd.DataFrame, corpus: str) -> pd.DataFrame:
+    "The rows of `corpus` that claim `e` looks at: its `where` values, then its `where_present` values where the column exists."
+    d = _sel(df, corpus=corpus, **e.get('where', {}))
+    for k, v in e.get('where_present', {}).items():
+        if k in d.columns: d = d[np.isclose(pd.to_numeric(d[k], errors='coerce'), v)]
+    return d
+
+def _versus(e: dict, d: pd.DataFrame, corpus: str, a: dict, b: dict, claim: str) -> dict:
+    "Compare the metric of `e` on rows `a` against rows `b` of `d` (no rows or no column: no data)."
+    m = f"metrics.{e['metric']}"
+    A, B = _sel(d, **a), _sel(d, **b)
+    return _claim_row(e, corpus, claim, *compare(A[m] if m in A else [], B[m] if m in B else [], e['better'] == 'lower'))
+
+def _kind_pair(e, df, c):
+    return [_versus(e, _scope(e, df, c), c, e['a'], e['b'], e['claim'])]
+
+def _kind_pair_if_measured(e, df, c):
+    m, d = f"metrics.{e['metric']}", _sel(df, corpus=c)
+    return _kind_pair(e, df, c) if m in d and d[m].notna().any() else []
+
+def _point_text(at: dict) -> str:
+    return ', '.join(f'{k} {v:.0%}' if k == 'retention' else f'{k} {v}' for k, v in at.items())   # retention is a fraction
+
+def _kind_axis_points(e, df, c):
+    d = _scope(e, df, c)
+    axes = [k for k in e['axes'] if k in d.columns]
+    if not axes: return []
+    skip, out = {k: str(v) for k, v in (e.get('skip') or {}).items()}, []
+    for point, _ in d.groupby(axes):
+        at = dict(zip(axes, point))
+        if {k: str(v) for k, v in at.items()} == skip: continue
+        out.append(_versus(e, d, c, {**e['a'], **at}, {**e['b'], **at}, e['claim'].format(point=_point_text(at))))
+    return out
+
+def _kind_best_of(e, df, c):
+    (k, (lo, hi)), = e['a'].items()
+    d, m = _scope(e, df, c), f"metrics.{e['metric']}"
+    if k not in d.columns or m not in d.columns: return []
+    cand = d[d[k].between(lo, hi)]
+    if not len(cand) or not len(_sel(d, **e['b'])): return []
+    means = cand.groupby(k)[m].mean()
+    best = means.idxmin() if e['better'] == 'lower' else means.idxmax()
+    return [_versus(e, d, c, {k: float(best)}, e['b'], e['claim'].format(best=best))]
+
+def _kind_bands(e, df, c):
+    d = _scope(e, df, c)
+    if 'n_bands' not in d.columns: return []
+    n = int(d['n_bands'].max()) if len(d) else 0
+    if n < 3: return []
+    pos = dict(top=0, middle=n // 2, tail=n - 1)   # band 0 = the top-rated share of the ranking
+    col = lambda sel: d.get(f"metrics.{e['metric']}_band{pos[sel['band']]}", [])
+    return [_claim_row(e, c, e['claim'], *compare(col(e['a']), col(e['b']), e['better'] == 'lower'))]
+
+def _kind_speedup(e, df, c):
+    ref = e['b']['method']
+    try: sp = speedups(_sel(df, **e.get('where', {})), quality=f"metrics.{e['metric']}", lower_is_better=e['better'] == 'lower', method=e['a']['method'])
+    except KeyError: return []
+    sp, out = _sel(sp, corpus=c) if len(sp) else sp, []
+    for r, d in (sp.groupby('retention') if len(sp) else []):
+        # a seed that never reaches the reference's final quality counts with its upper bound, when that bound is below 1 (equal budgets)
+        bound = d[f'speedup_bound_vs_{ref}'] if f'speedup_bound_vs_{ref}' in d else pd.Series(np.nan, index=d.index)
+        v = d[f'speedup_vs_{ref}'].fillna(bound.where(bound <= 1)).dropna()
+        # a seed with one budget per method has no curve: it counts in neither the numerator nor the denominator
+        n_never, n_curves = seed_count(d, f'reached_{ref}', False)
+        n_undet = seed_count(d, f'undetermined_{ref}', True)[0]
+        verdict = ('not measurable' if len(v) == 0 and n_undet else 'no data' if len(v) == 0 else f'not resolved (n={len(v)})' if len(v) < 2 else
+                   'holds' if ttest_1samp(np.log(v), 0, alternative='greater').pvalue < 0.05 else
+                   'contradicted' if ttest_1samp(np.log(v), 0, alternative='less').pvalue < 0.05 else f'not resolved (n={len(v)})')
+        never = (f'; {n_never} of {n_curves} seeds never reach it (their speedups are upper bounds)' if n_never else '') + \
+                (f'; in {n_undet} seed(s) both reach it at their first budget (not measurable)' if n_undet else '')
+        base = e['claim'].format(retention=r)
+        claim = (f'{base} (speedup {np.exp(np.log(v).mean()):.2f}x, geometric mean{never})' if len(v) else
+                 base + never.replace('; ', ' (', 1) + (')' if never else ''))
+        out.append(_claim_row(e, c, claim, verdict, np.nan))
+    return out
+
+CLAIM_KINDS = dict(pair=_kind_pair, pair_if_measured=_kind_pair_if_measured, axis_points=_kind_axis_points,
+                   best_of=_kind_best_of, bands=_kind_bands, speedup=_kind_speedup)
+
+def claims(res: dict[str, pd.DataFrame], profile: str, spec: list[dict] | None = None) -> pd.DataFrame:
+    "Check the paper's testable claims (`spec`, default `claims.yaml`) on the results of `profile`; one row per claim and corpus."
+    spec = load_claims() if spec is None else spec
     rows = []
-    def add_values(table, claim, paper, corpus, a, b):
-        v, d = compare(a, b)
-        rows.append(dict(table=table, corpus=corpus, claim=claim, paper=paper, **{'Δ FD (a − b)': d}, verdict=v))
-    def add(table, claim, paper, corpus, a, b, metric=q):
-        add_values(table, claim, paper, corpus, a[metric] if metric in a else [], b[metric] if metric in b else [])
-    t1, t3, t4 = (res.get(f'{t}_{profile}') for t in ('T1', 'T3', 'T4'))
-    for c in sorted(t1['corpus'].astype(str).unique()) if t1 is not None and 'corpus' in t1 else []:
-        d = _sel(t1, corpus=c)
-        add('T1', 'Alchemist 50% beats Random 50%', 'yes (FID 16.20 vs 19.70)', c, _sel(d, method='alchemist', retention=0.5), _sel(d, method='random', retention=0.5))
-        add('T1', 'Alchemist 50% beats Full', 'yes on FID only (16.20 vs 17.48)', c, _sel(d, method='alchemist', retention=0.5), _sel(d, method='full'))
-        add('T1', 'Alchemist 20% beats Random 50%', 'yes (FID 18.22 vs 19.70)', c, _sel(d, method='alchemist', retention=0.2), _sel(d, method='random', retention=0.5))
-    t2 = res.get(f'T2_{profile}')
-    axes = [k for k in ('family', 'size', 'retention') if t2 is not None and k in t2.columns]
-    for c in sorted(t2['corpus'].astype(str).unique()) if t2 is not None and 'corpus' in t2 and axes else []:
-        d = _sel(t2, corpus=c)
-        for point, _ in d.groupby(axes):
-            kw = dict(zip(axes, point))
-            if {k: str(v) for k, v in kw.items()} == {'family': 'unet', 'size': 's', 'retention': '0.2'}:
-                continue   # the centre point is Table 3's 20% row, checked there
-            add('T2', 'Alchemist beats Random at equal size (' + ', '.join(f'{k} {v:.0%}' if k == 'retention' else f'{k} {v}' for k, v in kw.items()) + ')',
-                'yes (40M/0.3B/0.9B, 3M/6M/15M, FLUX LoRA)', c, _sel(d, method='alchemist', **kw), _sel(d, method='random', **kw))
-    for c in sorted(t3['corpus'].astype(str).unique()) if t3 is not None and 'corpus' in t3 else []:
-        d = _sel(t3, corpus=c)
-        for r in (0.2, 0.5):
-            add('T3', f'Alchemist beats Random at {r:.0%}', 'yes (HPDv3, Flux-Reason)', c, _sel(d, method='alchemist', retention=r), _sel(d, method='random', retention=r))
-            if 'metrics.defect_rate' in d and d['metrics.defect_rate'].notna().any():   # a check no paper can make: planted defects
-                add('T3', f'Alchemist {r:.0%} keeps fewer planted defects than Random (Δ = defect rate)', '(not measurable there)', c,
-                    _sel(d, method='alchemist', retention=r), _sel(d, method='random', retention=r), metric='metrics.defect_rate')
-    for c in sorted(t4['corpus'].astype(str).unique()) if t4 is not None and 'corpus' in t4 else []:
-        d = _sel(t4, corpus=c, meta_mode='penalty')
-        for k, v in (('mu', 53.0), ('sigma', 10.0), ('shift_n', -1.0)):   # the mu / sigma ablation rows are not these claims' rows
-            if k in d.columns: d = d[np.isclose(pd.to_numeric(d[k], errors='coerce'), v)]
-        add('T4', 'Shift-Gsample beats Gsample', 'yes (18.37 vs 19.22)', c, _sel(d, method='shift_gsample', group_mlp=False), _sel(d, method='gsample', group_mlp=False))
-        add('T4', 'Gsample beats Top-K', 'yes (19.22 vs 48.20)', c, _sel(d, method='gsample', group_mlp=False), _sel(d, method='top_k', group_mlp=False))
-        add('T4', '+ Group MLP beats without', 'yes (18.22 vs 18.37)', c, _sel(d, method='shift_gsample', group_mlp=True), _sel(d, method='shift_gsample', group_mlp=False))
-    f2 = res.get(f'Fig2b_{profile}')
-    for c in sorted(f2['corpus'].astype(str).unique()) if f2 is not None and {'corpus', 'block_start', q} <= set(f2.columns) else []:
-        d = _sel(f2, corpus=c); mid = d[d.block_start.between(40, 60)]
-        if len(mid) and (d.block_start == 0).any():
-            best = mid.groupby('block_start')[q].mean().idxmin()
-            add('Fig2b', f'the best mid block (s{best:g}) beats the top block s0', 'yes (s40-s60 best)', c, _sel(d, block_start=float(best)), _sel(d, block_start=0.0))
-    f3 = res.get(f'Fig3_{profile}')
-    for c in sorted(f3['corpus'].astype(str).unique()) if f3 is not None and {'corpus', 'n_bands'} <= set(f3.columns) else []:
-        d = _sel(f3, corpus=c, meta_mode='penalty'); n = int(d['n_bands'].max()) if len(d) else 0
-        col = lambda m, b: d[f'metrics.{m}_band{b}'] if f'metrics.{m}_band{b}' in d else []
-        if n >= 3:   # band 0 = the top-rated fifth, band n//2 the middle, band n-1 the tail
-            add_values('Fig3', 'the top band ends with a smaller gradient norm than the middle band (Δ = grad norm)', 'yes (little gradient change at the top)',
-                       c, col('final_grad_norm', 0), col('final_grad_norm', n // 2))
-            add_values('Fig3', "the tail band's loss drops less than the middle band's (Δ = loss drop)", 'yes (the tail barely descends)',
-                       c, col('loss_drop', n - 1), col('loss_drop', n // 2))
-    f6 = res.get(f'Fig6_{profile}')
-    if f6 is not None:
-        try: sp = speedups(f6)
-        except KeyError: sp = pd.DataFrame()
-        from scipy.stats import ttest_1samp
-        for (c, r), d in (sp.groupby(['corpus', 'retention']) if len(sp) and 'corpus' in sp else []):
-            # a seed that never reaches Random's final quality counts with its upper bound, when that bound is below 1 (equal budgets)
-            bound = d['speedup_bound_vs_random'] if 'speedup_bound_vs_random' in d else pd.Series(np.nan, index=d.index)
-            v = d['speedup_vs_random'].fillna(bound.where(bound <= 1)).dropna()
-            # a seed with one budget per method has no curve: it counts in neither the numerator nor the denominator
-            n_never, n_curves = seed_count(d, 'reached_random', False)
-            n_undet = seed_count(d, 'undetermined_random', True)[0]
-            verdict = ('not measurable' if len(v) == 0 and n_undet else 'no data' if len(v) == 0 else f'not resolved (n={len(v)})' if len(v) < 2 else
-                       'holds' if ttest_1samp(np.log(v), 0, alternative='greater').pvalue < 0.05 else
-                       'contradicted' if ttest_1samp(np.log(v), 0, alternative='less').pvalue < 0.05 else f'not resolved (n={len(v)})')
-            never = (f'; {n_never} of {n_curves} seeds never reach it (their speedups are upper bounds)' if n_never else '') + \
-                    (f'; in {n_undet} seed(s) both reach it at their first budget (not measurable)' if n_undet else '')
-            rows.append(dict(table='Fig6', corpus=c, claim=f'Alchemist reaches Random\'s quality sooner at {r:.0%} (speedup {np.exp(np.log(v).mean()):.2f}x, geometric mean{never})' if len(v) else
-                             f'Alchemist reaches Random\'s quality sooner at {r:.0%}' + never.replace('; ', ' (', 1) + (')' if never else ''), paper='yes (2.33x at 20%, 5x at 50%)', **{'Δ FD (a − b)': np.nan}, verdict=verdict))
+    for table in dict.fromkeys(e['table'] for e in spec):   # tables in the file's order, then corpora, then the table's claims
+        df = res.get(f'{table}_{profile}')
+        if df is None or 'corpus' not in df: continue
+        for c in sorted(df['corpus'].astype(str).unique()):
+            for e in spec:
+                if e['table'] == table: rows += CLAIM_KINDS[e['kind']](e, df, c)
     return pd.DataFrame(rows)
 
 def claims_md(cl: pd.DataFrame) -> str:

@@ -4,20 +4,17 @@
 
 # %% ../nbs/13b_reproduce.ipynb #9ff5bfc2
 from __future__ import annotations
-import argparse, ast, contextlib, dataclasses, difflib, hashlib, json, os, re, resource, sys, time, traceback
+import argparse, ast, contextlib, dataclasses, difflib, hashlib, json, os, re, resource, shutil, subprocess, sys, time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 # %% auto #0
-__all__ = ['TABLES', 'DRIVER_PARAMS', 'Table', 'experiments_dir', 'get_table', 'template_params', 'load_sets',
+__all__ = ['DOWNSTREAM', 'TABLES', 'DRIVER_PARAMS', 'Table', 'experiments_dir', 'get_table', 'template_params', 'load_sets',
            'experiment_config_cls', 'check_sets', 'run_id', 'Run', 'plan', 'RunFailure', 'execute_run', 'finished_runs',
-           'reuse_run', 'result_row', 'collect', 'commit_results', 'ReproduceResult', 'reproduce', 'rating_bands',
-           'rating_band_grids', 'rating_band_traces', 'reproduce_main']
+           'reuse_run', 'result_row', 'collect', 'commit_results', 'ReproduceResult', 'reproduce', 'reproduce_main']
 
 # %% ../nbs/13b_reproduce.ipynb #c097bf84
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -28,26 +25,27 @@ from .core import (PROFILES, ConfigError, atomic_path, check_profile, config_fro
 # %% ../nbs/13b_reproduce.ipynb #4404ccec
 @dataclass(frozen=True)
 class Table:
-    "One paper table or figure: its template notebook (a YAML with the same stem lies beside it)."
+    "One paper table or figure: the template notebook it runs and the YAML file of its parameter sets (both under nbs/experiments/)."
     name: str                  # short name used on the command line ('T1', 'Fig2b', ...)
-    template: str              # notebook file name under nbs/experiments/
-    title: str                 # what it reproduces
+    template: str              # notebook file name under nbs/experiments/ (several tables may share one)
+    yaml: str                  # file name of its parameter sets per profile under nbs/experiments/ (its header says what the table reproduces)
+    title: str                 # what it reproduces, in one line
     extra_params: tuple = ()   # template parameters that are not ExperimentConfig fields (figure options)
     shares_runs: bool = True   # the template calls `experiments.run(cfg)`: a run with the same config in another table is reused
 
-    @property
-    def yaml(self) -> str: return str(Path(self.template).with_suffix('.yaml'))
+DOWNSTREAM = 'downstream.ipynb'   # select, train, evaluate: `experiments.run(cfg)`
 
 TABLES = {t.name: t for t in [
-    Table('T1', 'T1_selection.ipynb', 'Table 1: Full, Random, heuristic filters and Alchemist at 20% / 50%'),
-    Table('T2', 'T2_generality.ipynb', 'Table 2: Alchemist vs Random across model size, data size and model family'),
-    Table('T3', 'T3_retention.ipynb', 'Table 3: retention 20% / 50% and Full on each corpus'),
-    Table('T4', 'T4_ablations.ipynb', 'Table 4: Top-K, Gsample, Shift-Gsample, + Group MLP; meta-training modes'),
-    Table('Fig2b', 'Fig2b_blocks.ipynb', 'Figure 2b: contiguous 20% blocks s0..s80 of the ranking vs FD'),
-    Table('Fig3', 'Fig3_dynamics.ipynb', 'Figure 3: per-sample loss and gradient norm by rating band over proxy training',
+    Table('T1', DOWNSTREAM, 'T1_selection.yaml', 'Table 1: Full, Random, heuristic filters and Alchemist at 20% / 50%'),
+    Table('T2', DOWNSTREAM, 'T2_generality.yaml', 'Table 2: Alchemist vs Random across model size, data size and model family'),
+    Table('T3', DOWNSTREAM, 'T3_retention.yaml', 'Table 3: retention 20% / 50% and Full on each corpus'),
+    Table('T4', DOWNSTREAM, 'T4_ablations.yaml', 'Table 4: Top-K, Gsample, Shift-Gsample, + Group MLP; meta-training modes'),
+    Table('Fig2b', DOWNSTREAM, 'Fig2b_blocks.yaml', 'Figure 2b: contiguous 20% blocks s0..s80 of the ranking vs FD'),
+    Table('Fig3', 'Fig3_dynamics.ipynb', 'Fig3_dynamics.yaml', 'Figure 3: per-sample loss and gradient norm by rating band over proxy training',
           extra_params=('n_bands', 'per_band', 'trace_every'), shares_runs=False),
-    Table('Fig5', 'Fig5_grids.ipynb', 'Figure 5: picture grids of the corpus by rating band', extra_params=('n_bands', 'per_band'), shares_runs=False),
-    Table('Fig6', 'Fig6_speed.ipynb', 'Figure 6: quality vs training time; time-to-quality speedups'),
+    Table('Fig5', 'Fig5_grids.ipynb', 'Fig5_grids.yaml', 'Figure 5: picture grids of the corpus by rating band',
+          extra_params=('n_bands', 'per_band'), shares_runs=False),
+    Table('Fig6', DOWNSTREAM, 'Fig6_speed.yaml', 'Figure 6: quality vs training time; time-to-quality speedups'),
 ]}
 DRIVER_PARAMS = ('out_dir', 'profile')  # set by the driver for every run
 
@@ -64,7 +62,7 @@ def get_table(name: str) -> Table:
 # %% ../nbs/13b_reproduce.ipynb #f947293b
 def template_params(path: str | Path) -> dict:
     "Defaults of the `parameters` cell of template `path` as Python values; errors name the template and parameter."
-    import papermill as pm
+    import papermill as pm   # why here: papermill (nbclient, jupyter) takes seconds to import; only checks and runs need it
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no such template: {path}")
     nb = json.loads(path.read_text())
@@ -127,6 +125,7 @@ def load_sets(path: str | Path, profile: str) -> list[dict]:
 # %% ../nbs/13b_reproduce.ipynb #1f23de1a
 def experiment_config_cls():
     "`alchemist.experiments.ExperimentConfig`, or an error saying why it cannot be imported."
+    # why here: alchemist.experiments pulls in torch and the whole pipeline; the driver imports without it (and says so when missing)
     try: from alchemist.experiments import ExperimentConfig
     except ImportError as e:
         raise ImportError(f"cannot import alchemist.experiments.ExperimentConfig ({e}); export nbs/13_experiments.ipynb first") from e
@@ -219,7 +218,7 @@ class RunFailure:
 def execute_run(run: Run, template: str | Path, kernel: str = 'python3', cwd: str | Path | None = None,
                 measure_cpu: bool = True) -> RunFailure | None:
     "Execute `template` for `run` with papermill; return None on success, a `RunFailure` otherwise."
-    import papermill as pm
+    import papermill as pm   # why here: slow to import, needed only when a run executes
     from papermill.exceptions import PapermillExecutionError
     template = Path(template); run.dir.mkdir(parents=True, exist_ok=True)
     nb_out = run.dir/template.name
@@ -256,7 +255,6 @@ def finished_runs(runs_root: str | Path | None, profile: str) -> dict[str, Path]
 
 def reuse_run(run: Run, src: Path) -> None:
     "Fill `run.dir` from the finished run folder `src` of an identical configuration."
-    import shutil
     run.dir.mkdir(parents=True, exist_ok=True)
     s = read_json(src/'run.json')
     for nb in src.glob('*.ipynb'): shutil.copyfile(nb, run.dir/nb.name)
@@ -318,7 +316,6 @@ def collect(table: str, profile: str, run_ids: list[str] | None = None, runs_roo
 # %% ../nbs/13b_reproduce.ipynb #16b0ef4d
 def commit_results(csv: str | Path, message: str, retries: int = 20) -> bool:
     "Commit `csv` and its `_records.csv` sibling (only these paths); True if a commit was made."
-    import subprocess
     csv = Path(csv); root = repo_root()
     paths = [str(p) for p in (csv, csv.with_name(csv.stem + '_records.csv')) if p.exists()]
     for i in range(retries):
@@ -422,124 +419,6 @@ def reproduce(table: str = 'all', profile: str = 'smoke', on_error: str = 'conti
     if res.failed: log.error(f"{len(res.failed)} run(s) failed: " + '; '.join(f"{f.run_id}: {f.cause}" for f in res.failed))
     return res
 
-# %% ../nbs/13b_reproduce.ipynb #c2e35571
-def rating_bands(scores: pd.DataFrame, n_bands: int) -> pd.DataFrame:
-    "`uid, score, rank_pct, band` of every scored item, best first; `rank_pct` 0 is the highest rating, band 0 the top band."
-    if n_bands < 1: raise ConfigError(f"n_bands must be >= 1, got {n_bands}")
-    if len(scores) < n_bands: raise ConfigError(f"{len(scores)} scored items cannot fill {n_bands} bands")
-    if scores['score'].isna().any(): raise ValueError(f"{int(scores['score'].isna().sum())} scores are NaN")
-    df = scores[['uid', 'score']].sort_values('score', ascending=False, kind='stable').reset_index(drop=True)
-    df['rank_pct'] = df.index / len(df) * 100
-    df['band'] = (df.index * n_bands // len(df)).astype(int)
-    return df
-
-def _probe(bands: pd.DataFrame, per_band: int, seed: int) -> pd.DataFrame:
-    "`per_band` random items of every band (fixed by `seed`), band by band."
-    rng, out = np.random.default_rng(seed), []
-    for b, g in bands.groupby('band', sort=True):
-        if len(g) < per_band: raise ConfigError(f"band {b} holds {len(g)} items, fewer than per_band={per_band}; lower per_band or n_bands")
-        out.append(g.iloc[np.sort(rng.choice(len(g), per_band, replace=False))])
-    return pd.concat(out).reset_index(drop=True)
-
-def _fig_out(cfg, name: str) -> Path:
-    from alchemist.experiments import config_hash
-    out = Path(cfg.out_dir) if cfg.out_dir else runs_dir()/'figures'/f'{name}-{config_hash(cfg)}'
-    out.mkdir(parents=True, exist_ok=True); return out
-
-# %% ../nbs/13b_reproduce.ipynb #2f2d2c41
-def rating_band_grids(cfg, n_bands: int = 5, per_band: int = 8) -> dict:
-    "Fig. 5: a PNG grid of `per_band` pictures per rating band, plus per-band statistics; writes `metrics.json`."
-    import numpy as np
-    from alchemist.core import Timer, run_record, seed_everything
-    from alchemist.data import load_images, read_manifest, save_image_grid
-    from alchemist.experiments import build_corpus, corpus_lock, rater_scores
-    out = _fig_out(cfg, 'Fig5'); seed_everything(cfg.seed)
-    with Timer() as t:
-        with corpus_lock(cfg):   # parallel sweeps share the corpus and its raters
-            corpus_dir = build_corpus(cfg)
-            scores, info = rater_scores(cfg, corpus_dir)
-        man = read_manifest(corpus_dir)[['uid', 'caption', 'defect']]
-        bands = rating_bands(scores, n_bands).merge(man, on='uid', how='left')
-        labelled = bool((bands.defect.fillna('clean') != 'clean').any())
-        records = []
-        for b, g in bands.groupby('band', sort=True):
-            r = dict(band=int(b), lo_pct=b * 100 / n_bands, hi_pct=(b + 1) * 100 / n_bands, n=len(g), mean_score=float(g.score.mean()))
-            if labelled:
-                r['defect_rate'] = float((g.defect != 'clean').mean())
-                for d in sorted(set(bands.defect.dropna()) - {'clean'}): r[f'share_{d}'] = float((g.defect == d).mean())
-            records.append(r)
-        pick = _probe(bands, per_band, cfg.seed)
-        imgs, uids = load_images(corpus_dir, cfg.resolution, uids=pick.uid.tolist())
-        pos = {u: i for i, u in enumerate(uids)}
-        grid = save_image_grid(imgs[[pos[u] for u in pick.uid]], out/'grid.png', captions=pick.caption.tolist(), ncol=per_band,
-                               title=f"{cfg.corpus}: train split by rating ({cfg.meta_mode}), top band first",
-                               row_labels=[f"{r['lo_pct']:.0f}-{r['hi_pct']:.0f}%" for r in records])
-    metrics = dict(grid_png=str(grid), n_scored=len(bands), **info, records=records)
-    if labelled: metrics.update(defect_rate_top=records[0]['defect_rate'], defect_rate_bottom=records[-1]['defect_rate'])
-    write_json(out/'metrics.json', dict(metrics=metrics, record=run_record(cfg, table='Fig5', n_bands=n_bands, per_band=per_band,
-                                                                         corpus_dir=str(corpus_dir), wall_s=t.wall)))
-    return metrics
-
-# %% ../nbs/13b_reproduce.ipynb #f4dc4be5
-def rating_band_traces(cfg, n_bands: int = 5, per_band: int = 4, trace_every: int = 3, lr: float = 5e-4, batch: int = 64) -> dict:
-    "Fig. 3: per-band mean per-sample loss and gradient norm of a proxy over its training; writes `metrics.json`."
-    import math, numpy as np, torch
-    from alchemist.core import Timer, get_device, run_record, seed_everything
-    from alchemist.data import load_images
-    from alchemist.encoders import caption_embeddings, rows_for
-    from alchemist.experiments import build_corpus, corpus_lock, rater_scores
-    from alchemist.t2i import build_t2i
-    if trace_every < 1: raise ConfigError(f"trace_every must be >= 1, got {trace_every}")
-    out, dev = _fig_out(cfg, 'Fig3'), get_device(cfg.device); seed_everything(cfg.seed)
-    with Timer() as t:
-        with corpus_lock(cfg):
-            corpus_dir = build_corpus(cfg)
-            scores, info = rater_scores(cfg, corpus_dir)
-        probe = _probe(rating_bands(scores, n_bands), per_band, cfg.seed)
-        imgs, uids = load_images(corpus_dir, cfg.resolution, split='train')
-        tb = rows_for(caption_embeddings(corpus_dir), uids).float()
-        x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-        pos = {u: i for i, u in enumerate(uids)}; pidx = torch.tensor([pos[u] for u in probe.uid])
-        model = build_t2i(dict(family='unet', size=cfg.proxy_size, resolution=cfg.resolution), device=str(dev), seed=cfg.seed)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
-        params = [p for p in model.parameters() if p.requires_grad]
-        steps = max(1, math.ceil(cfg.epochs * len(uids) / batch))
-        g = torch.Generator().manual_seed(cfg.seed); order = torch.randperm(len(uids), generator=g); cursor = 0
-        records = []
-
-        def trace(step):
-            model.eval(); losses, norms = [], []
-            for i in pidx.tolist():
-                model.zero_grad(set_to_none=True)
-                l = model.stratified_loss(x[i:i+1].to(dev), tb.tokens[i:i+1].to(dev), tb.mask[i:i+1].to(dev), n_timesteps=4, seed=cfg.seed)[0]
-                l.backward()
-                norms.append(float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None))))
-                losses.append(float(l.detach()))
-            model.zero_grad(set_to_none=True); model.train()
-            d = probe.assign(loss=losses, grad_norm=norms).groupby('band')
-            for b, r in d.agg(loss=('loss', 'mean'), grad_norm=('grad_norm', 'mean'), loss_std=('loss', 'std'), grad_norm_std=('grad_norm', 'std')).iterrows():
-                records.append(dict(step=step, epoch=step * batch / len(uids), band=int(b), **{k: float(v) for k, v in r.items()}))
-
-        model.train()
-        for step in progress(range(steps), desc='Fig3 proxy'):
-            if step % trace_every == 0: trace(step)
-            if cursor + batch > len(order): order, cursor = torch.randperm(len(uids), generator=g), 0
-            idx = order[cursor:cursor + batch]; cursor += batch
-            loss = model.per_sample_loss(x[idx].to(dev), tb.tokens[idx].to(dev), tb.mask[idx].to(dev), generator=None).mean()
-            if not torch.isfinite(loss): raise FloatingPointError(f"Fig3 proxy loss is {float(loss)} at step {step}")
-            opt.zero_grad(set_to_none=True); loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 2.0); opt.step()
-        trace(steps)
-    rec = pd.DataFrame(records)
-    first, last = rec[rec.step == rec.step.min()].set_index('band'), rec[rec.step == rec.step.max()].set_index('band')
-    metrics = dict(steps=steps, n_train=len(uids), probe_per_band=per_band, **info, records=records,
-                   **{f'loss_drop_band{b}': float(first.loss[b] - last.loss[b]) for b in first.index},
-                   **{f'final_grad_norm_band{b}': float(last.grad_norm[b]) for b in last.index})
-    write_json(out/'metrics.json', dict(metrics=metrics, record=run_record(cfg, table='Fig3', n_bands=n_bands, per_band=per_band,
-                                                                         trace_every=trace_every, lr=lr, batch=batch,
-                                                                         corpus_dir=str(corpus_dir), wall_s=t.wall)))
-    return metrics
-
 # %% ../nbs/13b_reproduce.ipynb #1c3adb94
 def reproduce_main(argv: list[str] | None = None) -> int:
     "Command line of `reproduce`: `--table T1|...|all --profile smoke|quick|paper [--on-error continue|stop] ...`."
@@ -565,7 +444,7 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     for c in res.csv: print(f"  results: {c}")
     if res.csv and not a.no_report and not a.dry_run:
         try:
-            from alchemist.reports import write_reports
+            from alchemist.reports import write_reports   # why here: alchemist.reports imports this module (a cycle)
             for o in write_reports(results_dir=a.results_dir): print(f"  report: {o}")
         except Exception as e: print(f"warning: reports not rebuilt: {type(e).__name__}: {e}", file=sys.stderr)
     return 0 if res.ok or (a.dry_run and not res.failed) else 1

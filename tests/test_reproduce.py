@@ -18,7 +18,7 @@ from alchemist import reproduce as rp
 SITECUSTOMIZE = '''
 import inspect, math
 from pathlib import Path
-import alchemist.experiments as ex, alchemist.reproduce as rp
+import alchemist.experiments as ex, alchemist.figures as fg
 from alchemist.core import run_record, write_json
 
 def _check(cfg):
@@ -35,7 +35,7 @@ def run(cfg):
     write_json(_out(cfg)/'metrics.json', dict(config_hash=ex.config_hash(cfg), metrics=metrics, record=run_record(cfg)))
     return metrics
 
-def rating_band_traces(cfg, n_bands=5, per_band=4, trace_every=3, lr=5e-4, batch=64):
+def rating_band_traces(cfg, n_bands=5, per_band=4, trace_every=3):
     _check(cfg)
     recs = [dict(step=s, band=b, loss=1 / (1 + s) + b / 10, grad_norm=1 + b - s / 10) for s in range(0, 4, trace_every) for b in range(n_bands)]
     metrics = dict(steps=4, records=recs)
@@ -48,7 +48,7 @@ def rating_band_grids(cfg, n_bands=5, per_band=8):
     metrics = dict(grid_png=str(p), records=[dict(band=b, mean_score=1 - b / n_bands, defect_rate=b / n_bands) for b in range(n_bands)])
     write_json(_out(cfg)/'metrics.json', dict(metrics=metrics, record=run_record(cfg))); return metrics
 
-for name, fake, mod in (('run', run, ex), ('rating_band_traces', rating_band_traces, rp), ('rating_band_grids', rating_band_grids, rp)):
+for name, fake, mod in (('run', run, ex), ('rating_band_traces', rating_band_traces, fg), ('rating_band_grids', rating_band_grids, fg)):
     assert list(inspect.signature(fake).parameters) == list(inspect.signature(getattr(mod, name)).parameters), name
     setattr(mod, name, fake)
 '''
@@ -87,7 +87,7 @@ def _tiny_template(path):
 @pytest.fixture
 def tiny(tmp_path, experiments):
     tdir = tmp_path/'experiments'; tdir.mkdir()
-    _tiny_template(tdir/'T1_selection.ipynb')
+    _tiny_template(tdir/rp.DOWNSTREAM)   # T1's template (the one every downstream table runs)
     kw = dict(runs_root=tmp_path/'runs', results_dir=tmp_path/'results', templates_dir=tdir, config_cls=experiments)
     return tdir, kw
 
@@ -104,9 +104,9 @@ def test_unknown_parameter_rejected_before_running(tiny):
 
 def test_template_parameter_must_be_config_field(tiny):
     tdir, kw = tiny
-    nb = nbformat.read(str(tdir/'T1_selection.ipynb'), 4)
+    nb = nbformat.read(str(tdir/rp.DOWNSTREAM), 4)
     nb.cells[2].source += "\nlearning_rat = 0.1  # typo in the template itself"
-    nbformat.write(nb, str(tdir/'T1_selection.ipynb'))
+    nbformat.write(nb, str(tdir/rp.DOWNSTREAM))
     (tdir/'T1_selection.yaml').write_text("profiles:\n  quick: [{}]\n")
     with pytest.raises(ConfigError, match="parameter 'learning_rat' is not a field of ExperimentConfig"):
         rp.reproduce('T1', 'quick', **kw)
@@ -155,6 +155,14 @@ def test_every_profile_of_every_table_validates(experiments, tmp_path):
     assert rp.reproduce_main(['--table', 'all', '--profile', 'paper', '--dry-run', '--runs-dir', str(tmp_path), '--no-report']) == 0
 
 
+def test_every_template_and_yaml_belongs_to_a_table():
+    "nbs/experiments/ holds one template per kind of experiment and one YAML per table (plus the claims): no stray copies."
+    used = {t.template for t in rp.TABLES.values()} | {t.yaml for t in rp.TABLES.values()} | {'claims.yaml'}
+    present = {p.name for p in rp.experiments_dir().iterdir() if p.suffix in ('.ipynb', '.yaml')}
+    assert present == used, (sorted(present - used), sorted(used - present))
+    assert {n for n, t in rp.TABLES.items() if t.template == rp.DOWNSTREAM} == {'T1', 'T2', 'T3', 'T4', 'Fig2b', 'Fig6'}
+
+
 def _run_all_smoke(experiments, tmp_path):
     # reuse=False: the smoke defaults of T1/T2/T3/Fig6 are the same experiment, and every template must really execute
     res = rp.reproduce('all', 'smoke', runs_root=tmp_path/'runs', results_dir=tmp_path/'results', config_cls=experiments, reuse=False)
@@ -173,7 +181,7 @@ def _run_all_smoke(experiments, tmp_path):
 def test_every_template_runs_at_smoke_size(experiments, fake_pipeline, tmp_path):
     "Every template through papermill: real parameters cell, real ExperimentConfig, fake heavy calls."
     res = _run_all_smoke(experiments, tmp_path)
-    nb = json.loads(next((tmp_path/'runs'/'T1'/'smoke').glob('*/T1_selection.ipynb')).read_text())
+    nb = json.loads(next((tmp_path/'runs'/'T1'/'smoke').glob('*/downstream.ipynb')).read_text())
     assert any('injected-parameters' in c.get('metadata', {}).get('tags', []) for c in nb['cells'])
     # the report notebook's functions turn those CSVs (and nothing else) into one markdown report per table
     from alchemist.reports import write_reports
