@@ -14,6 +14,7 @@ __all__ = ['DEMO_PROFILES', 'demo_corpus', 'demo', 'main']
 import pandas as pd
 import yaml
 from . import data, synthetic
+from .reproduce import TABLES, reproduce
 from .core import PROFILES, ConfigError, check_profile, config_from_dict, get_profile, runs_dir
 
 # %% ../nbs/14_cli.ipynb #2077a36c
@@ -90,7 +91,18 @@ def _build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser('run', help='one experiment: run(ExperimentConfig)')
     r.add_argument('--config', default=None, help='YAML or JSON file of ExperimentConfig fields')
     r.add_argument('overrides', nargs='*', metavar='KEY=VALUE')
-    sub.add_parser('reproduce', help='regenerate paper tables with papermill (see --help)', add_help=False)
+    rp = sub.add_parser('reproduce', help='regenerate the paper tables and figures with papermill',
+                        description='Run every parameter set of a table (or all) for a profile with papermill, collect reports/results/*.csv, rebuild reports/.')
+    rp.add_argument('--table', default='all', help=f"one of {', '.join(TABLES)} or 'all'")
+    rp.add_argument('--profile', default='quick', choices=list(PROFILES))
+    rp.add_argument('--on-error', default='continue', choices=['continue', 'stop'], help='after a crashed run')
+    rp.add_argument('--only', default=None, help='run only run ids matching this regular expression')
+    rp.add_argument('--dry-run', action='store_true', help='validate and list the runs without executing them')
+    rp.add_argument('--no-report', action='store_true', help='do not rebuild reports/*.md after collecting')
+    rp.add_argument('--no-reuse', action='store_true', help='run every set even when another table already ran the same experiment')
+    rp.add_argument('--jobs', type=int, default=1, help='notebooks run at once (2 on a 2-core box: each gets one thread)')
+    rp.add_argument('--commit', action='store_true', help='git-commit the results CSV after every finished run (long sweeps)')
+    rp.add_argument('--runs-dir', default=None); rp.add_argument('--results-dir', default=None)
     return p
 
 # %% ../nbs/14_cli.ipynb #2954edd0
@@ -127,17 +139,28 @@ def _run(a) -> None:
     cfg = config_from_dict(ExperimentConfig, {**d, **_kv(a.overrides)})
     print(json.dumps(run(cfg), indent=2, default=str))
 
+def _reproduce(a) -> int:
+    "`alchemist reproduce`: the sweep, then the reports; exit status 0 only when every run of the sweep has its results."
+    res = reproduce(a.table, a.profile, on_error=a.on_error, runs_root=a.runs_dir, results_dir=a.results_dir, jobs=a.jobs,
+                    only=a.only, dry_run=a.dry_run, reuse=not a.no_reuse, commit=a.commit)
+    print(f"done {len(res.done)}, reused {len(res.reused)}, skipped (already done) {len(res.skipped)}, failed {len(res.failed)}, not run {len(res.not_run)}")
+    for f in res.failed: print(f"  FAILED {f}")
+    for c in res.csv: print(f"  results: {c}")
+    if res.csv and not a.no_report and not a.dry_run:
+        from alchemist.reports import write_reports   # deferred: seaborn and scipy load only when reports are rebuilt
+        try:
+            for o in write_reports(results_dir=a.results_dir): print(f"  report: {o}")
+        except Exception as e: print(f"warning: reports not rebuilt: {type(e).__name__}: {e}", file=sys.stderr)
+    return 0 if res.ok or (a.dry_run and not res.failed) else 1
+
 def main(argv: list | None = None) -> int:
     "Entry point of the `alchemist` console script."
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ['reproduce']:
-        from alchemist.reproduce import reproduce_main   # deferred: papermill and jupyter load only for this command
-        return reproduce_main(argv[1:])
-    a = _build_parser().parse_args(argv)
+    a = _build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         if a.cmd == 'demo': demo(a.profile, a.out, pipeline=not a.corpus_only)
         elif a.cmd == 'data': _data(a)
         elif a.cmd == 'run': _run(a)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+        elif a.cmd == 'reproduce': return _reproduce(a)
+    except (ConfigError, FileNotFoundError, FileExistsError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
     return 0

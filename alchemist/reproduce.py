@@ -4,7 +4,7 @@
 
 # %% ../nbs/13b_reproduce.ipynb #9ff5bfc2
 from __future__ import annotations
-import argparse, ast, contextlib, dataclasses, difflib, hashlib, json, os, re, resource, shutil, subprocess, sys, time
+import ast, contextlib, dataclasses, difflib, hashlib, json, os, re, resource, shutil, subprocess, time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +12,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['DOWNSTREAM', 'TABLES', 'DRIVER_PARAMS', 'Table', 'experiments_dir', 'get_table', 'template_params', 'load_sets',
            'experiment_config_cls', 'check_sets', 'run_id', 'Run', 'plan', 'RunFailure', 'execute_run', 'finished_runs',
-           'reuse_run', 'result_row', 'collect', 'commit_results', 'ReproduceResult', 'reproduce', 'reproduce_main']
+           'reuse_run', 'result_row', 'collect', 'commit_results', 'ReproduceResult', 'reproduce']
 
 # %% ../nbs/13b_reproduce.ipynb #c097bf84
 import pandas as pd
@@ -418,33 +418,3 @@ def reproduce(table: str = 'all', profile: str = 'smoke', on_error: str = 'conti
         if csv: res.csv.append(csv); log.info(f"{n}/{profile}: results in {csv}")
     if res.failed: log.error(f"{len(res.failed)} run(s) failed: " + '; '.join(f"{f.run_id}: {f.cause}" for f in res.failed))
     return res
-
-# %% ../nbs/13b_reproduce.ipynb #1c3adb94
-def reproduce_main(argv: list[str] | None = None) -> int:
-    "Command line of `reproduce`: `--table T1|...|all --profile smoke|quick|paper [--on-error continue|stop] ...`."
-    p = argparse.ArgumentParser(prog='alchemist reproduce', description='Regenerate paper tables and figures with papermill.')
-    p.add_argument('--table', default='all', help=f"one of {', '.join(TABLES)} or 'all'")
-    p.add_argument('--profile', default='quick', choices=list(PROFILES))
-    p.add_argument('--on-error', default='continue', choices=['continue', 'stop'], help='after a crashed run')
-    p.add_argument('--only', default=None, help='run only run ids matching this regular expression')
-    p.add_argument('--dry-run', action='store_true', help='validate and list the runs without executing them')
-    p.add_argument('--no-report', action='store_true', help='do not rebuild reports/*.md after collecting')
-    p.add_argument('--no-reuse', action='store_true', help='run every set even when another table already ran the same experiment')
-    p.add_argument('--jobs', type=int, default=1, help='notebooks run at once (2 on a 2-core box: each gets one thread)')
-    p.add_argument('--commit', action='store_true', help='git-commit the results CSV after every finished run (long sweeps)')
-    p.add_argument('--runs-dir', default=None); p.add_argument('--results-dir', default=None)
-    a = p.parse_args(argv)
-    try:
-        res = reproduce(a.table, a.profile, on_error=a.on_error, runs_root=a.runs_dir, results_dir=a.results_dir, jobs=a.jobs,
-                        only=a.only, dry_run=a.dry_run, reuse=not a.no_reuse, commit=a.commit)
-    except (ConfigError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr); return 2
-    print(f"done {len(res.done)}, reused {len(res.reused)}, skipped (already done) {len(res.skipped)}, failed {len(res.failed)}, not run {len(res.not_run)}")
-    for f in res.failed: print(f"  FAILED {f}")
-    for c in res.csv: print(f"  results: {c}")
-    if res.csv and not a.no_report and not a.dry_run:
-        try:
-            from alchemist.reports import write_reports   # why here: alchemist.reports imports this module (a cycle)
-            for o in write_reports(results_dir=a.results_dir): print(f"  report: {o}")
-        except Exception as e: print(f"warning: reports not rebuilt: {type(e).__name__}: {e}", file=sys.stderr)
-    return 0 if res.ok or (a.dry_run and not res.failed) else 1

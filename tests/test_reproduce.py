@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from alchemist.core import ConfigError
-from alchemist import reproduce as rp
+from alchemist import cli, reproduce as rp
 
 # The real pipeline (corpus, rater meta-training, downstream training, evaluation) takes minutes per template at
 # smoke size on these shared 2-core machines, too long for the suite. So the default tests run every template
@@ -152,7 +152,7 @@ def test_every_profile_of_every_table_validates(experiments, tmp_path):
                     text = (rp.experiments_dir()/rp.TABLES[name].yaml).read_text()
                     quick = text[text.index('  quick:'):text.index('  paper:')]
                     assert per.min() >= 2 and f'{per.min()} seeds' in quick, (name, prof, per.min())
-    assert rp.reproduce_main(['--table', 'all', '--profile', 'paper', '--dry-run', '--runs-dir', str(tmp_path), '--no-report']) == 0
+    assert cli.main(['reproduce', '--table', 'all', '--profile', 'paper', '--dry-run', '--runs-dir', str(tmp_path), '--no-report']) == 0
 
 
 def test_every_template_and_yaml_belongs_to_a_table():
