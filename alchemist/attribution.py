@@ -4,23 +4,44 @@
 
 # %% ../nbs/12b_attribution.ipynb #8bc7ab63
 from __future__ import annotations
-import json, math, tempfile
-from pathlib import Path
+from dataclasses import dataclass
 
 # %% auto #0
-__all__ = ['GradSketch', 'per_sample_gradients', 'gradient_similarity', 'map_at_k', 'AttributionRanker', 'rank_labels',
-           'fit_ranker', 'predict_influence', 'image_features', 'pair_features', 'score_fastgda']
+__all__ = ['AttributionConfig', 'GradSketch', 'per_sample_gradients', 'gradient_similarity', 'map_at_k', 'AttributionRanker',
+           'rank_labels', 'fit_ranker', 'predict_influence', 'image_features', 'pair_features',
+           'attribution_train_config', 'score_fastgda']
 
 # %% ../nbs/12b_attribution.ipynb #8cb76335
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 # %% ../nbs/12b_attribution.ipynb #0fea5eed
-from .core import get_device, get_logger, progress, seed_everything, Timer
-from .baselines import AttributionConfig, BaselineConfig, corpus_images, corpus_rows, l2n
+from .core import Timer, get_device, get_logger, progress, seed_everything
+from .data import images_to_tensor, load_images
+from .encoders import caption_embeddings, rows_for
+from .image_encoders import effnet_features, l2n
+from .t2i import T2IConfig, T2IModel
+from .train import TrainConfig, load_trained, train
+
+# %% ../nbs/12b_attribution.ipynb #74cde558
+@dataclass
+class AttributionConfig:
+    "FastGDA-style learned attribution ranker (the `attribution` section of `alchemist.baselines.BaselineConfig`)."
+    t2i_checkpoint: str = ''       # run folder of an alchemist.train run the ground truth is computed on ('' = train one now)
+    train_steps: int = 200         # alchemist.train steps of that model when no run folder is given
+    n_train_items: int = 512       # training items that get exact gradient-similarity ground truth
+    n_queries: int = 32            # evaluation prompts (eval split pairs) used as attribution queries
+    query_holdout: float = 0.25    # fraction of queries kept out of ranker training (mAP@k is reported on them)
+    n_timesteps: int = 4           # stratified timesteps of the per-sample loss whose gradient is taken
+    proj_dim: int = 512            # random-projection size of per-sample gradients (TRAK-style sketch)
+    hidden: int = 256              # MLP hidden/output width (FastGDA: 768)
+    epochs: int = 60               # ranker training epochs
+    lr: float = 1e-3               # ranker learning rate (FastGDA: 1e-3)
+    dropout: float = 0.1           # ranker dropout (FastGDA: 0.1)
+    map_k: int = 20                # k of the reported mAP@k
+    reduce: str = 'mean'           # how per-query predicted influences become one score per item ('mean' | 'max')
 
 # %% ../nbs/12b_attribution.ipynb #7fe9ce8c
 class GradSketch:
@@ -43,7 +64,7 @@ def per_sample_gradients(model, images: np.ndarray, tokens: torch.Tensor, mask: 
     params = [p for p in model.parameters() if p.requires_grad]
     sketch = GradSketch(params, proj_dim, seed); out = []
     for i in progress(range(len(images)), desc=desc):
-        x0 = torch.as_tensor(np.asarray(images[i:i + 1])).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(dev)
+        x0 = images_to_tensor(images[i:i + 1], dev)
         model.zero_grad(set_to_none=True)
         model.stratified_loss(x0, tokens[i:i + 1].float().to(dev), mask[i:i + 1].bool().to(dev), n_timesteps, seed).sum().backward()
         out.append(sketch())
@@ -110,7 +131,6 @@ def image_features(images: np.ndarray, kind: str = 'effnet', device: str = 'auto
     "L2-normalised image features: 'effnet' (EfficientNet-Lite0 ImageNet pooled, at `image_size` px) or 'pixels' (8x8 colour thumbnail, centred)."
     x = np.asarray(images)
     if kind == 'effnet':
-        from alchemist.image_encoders import effnet_features
         return l2n(effnet_features(x, device=str(get_device(device)), image_size=image_size))
     if kind == 'pixels':
         n, h, w, _ = x.shape; s = max(1, h // 8)
@@ -123,16 +143,25 @@ def pair_features(images: np.ndarray, pooled_text: torch.Tensor, kind: str = 'ef
     return np.concatenate([image_features(images, kind, device), l2n(pooled_text.float().numpy())], 1)
 
 # %% ../nbs/12b_attribution.ipynb #19215118
-def score_fastgda(corpus_dir, cfg: BaselineConfig, model=None, feature_kind: str = 'effnet', text=None, **kw):
-    "`(uids, scores, extra)` of the attribution ranker over `cfg.split` (the `score_baseline('fastgda', ...)` scorer)."
-    from alchemist.encoders import rows_for
-    from alchemist.curator import corpus_t2i, corpus_text
+def attribution_train_config(corpus_dir, cfg) -> TrainConfig:
+    "The `alchemist.train` run behind the attribution ground truth of `cfg` (a `BaselineConfig`) when it has no `t2i_checkpoint`."
+    return TrainConfig(corpus_dir=str(corpus_dir), model=T2IConfig(resolution=cfg.resolution), budget='steps',
+                       steps=cfg.attribution.train_steps, seed=cfg.seed, device=cfg.device)
+
+def score_fastgda(corpus_dir, cfg, model: T2IModel | None = None, feature_kind: str = 'effnet', text=None, **kw):
+    """`(uids, scores, extra)` of the attribution ranker over `cfg.split` (`cfg` a `BaselineConfig`; the
+    `score_baseline('fastgda', ...)` scorer). `text`: caption embeddings of the whole corpus with uids (e.g. a test
+    stand-in) instead of the MiniLM caption cache; a stand-in needs a `model` trained on it (`alchemist.train.fit`)."""
     a = cfg.attribution; rng = seed_everything(cfg.seed)
     if a.reduce not in ('mean', 'max'): raise ValueError(f"unknown AttributionConfig.reduce '{a.reduce}'; choose 'mean' or 'max'")
-    model = model or corpus_t2i(corpus_dir, cfg, a.t2i_checkpoint, a.train_steps, text=text)
-    tb_all = corpus_text(corpus_dir, text)
-    images, uids = corpus_images(corpus_dir, cfg)
-    q_images, q_uids = corpus_images(corpus_dir, cfg, split='eval')
+    if model is None:
+        if text is not None and not a.t2i_checkpoint:
+            raise ValueError("score_fastgda: a stand-in `text` needs a `model` trained on it (alchemist.train.fit) or AttributionConfig.t2i_checkpoint; "
+                             "training here reads the corpus's MiniLM caption cache")
+        model = load_trained(a.t2i_checkpoint or train(attribution_train_config(corpus_dir, cfg))['run_dir'], device=cfg.device)
+    tb_all = text if text is not None else caption_embeddings(corpus_dir)
+    images, uids = load_images(corpus_dir, cfg.resolution, split=cfg.split or None)
+    q_images, q_uids = load_images(corpus_dir, cfg.resolution, split='eval')
     tb, tq = rows_for(tb_all, uids), rows_for(tb_all, q_uids)
     items = np.sort(rng.choice(len(uids), size=min(a.n_train_items, len(uids)), replace=False))
     queries = np.sort(rng.choice(len(q_uids), size=min(a.n_queries, len(q_uids)), replace=False))

@@ -4,57 +4,31 @@
 
 # %% ../nbs/12_baselines.ipynb #49af67e5
 from __future__ import annotations
-import dataclasses, json, math, tempfile
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 # %% auto #0
-__all__ = ['SCORERS', 'BASELINES', 'TOY_COLOURS', 'TOY_DEFECTS', 'CuratorConfig', 'AttributionConfig', 'BaselineConfig',
-           'to_gray', 'clarity', 'frequency', 'edge_density', 'box_blur', 'corpus_rows', 'corpus_images', 'iter_chunks',
-           'Embedder', 'l2n', 'clip_embedder', 'embed_images', 'embed_texts', 'clip_score', 'fit_linear_head',
-           'head_score', 'semdedup', 'write_scores', 'read_scores', 'score_baseline', 'toy_corpus', 'toy_embedder',
-           'toy_text_batch', 'F_normalize']
+__all__ = ['SCORERS', 'BASELINES', 'BaselineConfig', 'to_gray', 'clarity', 'frequency', 'edge_density', 'box_blur',
+           'clip_embedder', 'embed_images', 'embed_texts', 'clip_score', 'fit_linear_head', 'head_score', 'semdedup',
+           'score_baseline']
 
 # %% ../nbs/12_baselines.ipynb #355351bc
 import numpy as np
 import pandas as pd
-import torch
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
 
 # %% ../nbs/12_baselines.ipynb #9ef9704c
-from .core import (ConfigError, atomic_path, config_from_dict, config_to_dict, get_logger, progress,
-                            run_record, seed_everything, write_json, Timer, get_device)
+from .core import ConfigError, Timer, config_from_dict, get_device, get_logger, run_record, seed_everything
+from .data import iter_chunks, load_images, read_manifest, scores_path, split_rows, write_scores
+from .encoders import TextEncoder, caption_embeddings
+from .image_encoders import ClipLike, Embedder, clip_like_for_corpus, l2n
+from .synthetic import DEGRADATIONS, SyntheticConfig, to_uint8
+from .curator import CuratorConfig, score_curator
+from .attribution import AttributionConfig, score_fastgda
 
 # %% ../nbs/12_baselines.ipynb #cdf8a2f3
-@dataclass
-class CuratorConfig:
-    "Diffusion-guided SFT curator (see `alchemist.curator`)."
-    t2i_checkpoint: str = ''       # checkpoint of a T2I model trained on the corpus ('' = train one now, see train_steps)
-    train_steps: int = 200         # steps of the T2I model trained on the corpus when no checkpoint is given
-    family: str = 'unet'           # T2I family when training one here ('unet' | 'pixart')
-    size: str = 's'                # T2I size when training one here
-    timesteps: tuple = (300, 500, 700)  # diffusion timesteps (of 1000) the attention is read at; mid-range: layout is decided
-    token_pooling: str = 'concentration'  # 'concentration' (1 - spatial entropy per token) | 'peak' (max attention per token)
-    batch_size: int = 64           # images per forward pass
-    lr: float = 1e-3               # learning rate when training the T2I model here
-
-@dataclass
-class AttributionConfig:
-    "FastGDA-style learned attribution ranker (see `alchemist.attribution`)."
-    t2i_checkpoint: str = ''       # T2I model the ground truth is computed on ('' = train one now)
-    train_steps: int = 200         # steps of that model when no checkpoint is given
-    n_train_items: int = 512       # training items that get exact gradient-similarity ground truth
-    n_queries: int = 32            # evaluation prompts (eval split pairs) used as attribution queries
-    query_holdout: float = 0.25    # fraction of queries kept out of ranker training (mAP@k is reported on them)
-    n_timesteps: int = 4           # stratified timesteps of the per-sample loss whose gradient is taken
-    proj_dim: int = 512            # random-projection size of per-sample gradients (TRAK-style sketch)
-    hidden: int = 256              # MLP hidden/output width (FastGDA: 768)
-    epochs: int = 60               # ranker training epochs
-    lr: float = 1e-3               # ranker learning rate (FastGDA: 1e-3)
-    dropout: float = 0.1           # ranker dropout (FastGDA: 0.1)
-    map_k: int = 20                # k of the reported mAP@k
-    reduce: str = 'mean'           # how per-query predicted influences become one score per item ('mean' | 'max')
-
 @dataclass
 class BaselineConfig:
     "Settings of every baseline scorer (`score_baseline`)."
@@ -128,44 +102,14 @@ def box_blur(images: np.ndarray, k: int = 3) -> np.ndarray:
     return np.clip(out / k ** 2 + .5, 0, 255).astype(np.uint8)
 
 # %% ../nbs/12_baselines.ipynb #c137f54a
-def corpus_rows(corpus_dir, split: str = '') -> pd.DataFrame:
-    "Manifest rows of `split` ('' = all), in manifest order; raises naming the corpus if the split is empty."
-    from alchemist.data import read_manifest
-    m = read_manifest(corpus_dir)
-    if split:
-        if 'split' not in m.columns: raise ValueError(f"{corpus_dir}: manifest has no 'split' column")
-        m = m[m.split == split]
-    if not len(m): raise ValueError(f"{corpus_dir}: no rows in split '{split}'")
-    return m.reset_index(drop=True)
-
-def corpus_images(corpus_dir, cfg: BaselineConfig, split: str | None = None) -> tuple[np.ndarray, list]:
-    "`(uint8 [N,H,W,3] (memory-mapped), uids)` of `split` (default `cfg.split`) at `cfg.resolution`."
-    from alchemist.data import load_images
+def _split_images(corpus_dir, cfg: BaselineConfig, split: str | None = None) -> tuple[np.ndarray, list]:
+    "`(uint8 [N,H,W,3] (memory-mapped), uids)` of `split` (default `cfg.split`; '' = every row) at `cfg.resolution`."
     split = cfg.split if split is None else split
     return load_images(corpus_dir, cfg.resolution, split=split or None)
 
-def iter_chunks(images: np.ndarray, batch_size: int, desc: str = '') -> Iterator[tuple[int, np.ndarray]]:
-    "`(start, chunk)` over the first axis, with a progress bar; chunks are materialised from a memmap one at a time."
-    for s in progress(range(0, len(images), batch_size), desc=desc):
-        yield s, np.asarray(images[s:s + batch_size])
-
 # %% ../nbs/12_baselines.ipynb #ff32f29a
-@dataclass
-class Embedder:
-    "Two maps into one embedding space: images `uint8 [N,H,W,3]` -> `[N,D]`, captions -> `[N,D]`."
-    embed_images: Callable
-    embed_texts: Callable
-    name: str = 'embedder'
-
-def l2n(x) -> np.ndarray:
-    "Rows scaled to unit L2 norm (zero rows stay zero)."
-    x = np.asarray(x, np.float32); return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
 def clip_embedder(corpus_dir, cfg: BaselineConfig) -> Embedder:
     "The corpus's CLIP-like model (`alchemist.image_encoders`; `cfg.clip_checkpoint` or the cached/trained default) + frozen MiniLM."
-    from alchemist.image_encoders import ClipLike, clip_like_for_corpus
-    from alchemist.encoders import TextEncoder, caption_embeddings
-    from alchemist.data import read_manifest
     model = (ClipLike.load(cfg.clip_checkpoint, cfg.device) if cfg.clip_checkpoint
              else clip_like_for_corpus(corpus_dir, cfg.resolution, {'device': cfg.device, **({'steps': cfg.clip_steps} if cfg.clip_steps else {})}))
     cache = {}
@@ -195,7 +139,6 @@ def clip_score(img_emb: np.ndarray, txt_emb: np.ndarray) -> np.ndarray:
 # %% ../nbs/12_baselines.ipynb #26510968
 def fit_linear_head(pos: np.ndarray, neg: np.ndarray, C: float = 1.0, seed: int = 0):
     "Logistic regression on L2-normalised embeddings, positives vs negatives; returns the fitted sklearn model."
-    from sklearn.linear_model import LogisticRegression
     if not len(pos) or not len(neg): raise ValueError(f"aesthetic head needs positives and negatives, got {len(pos)} and {len(neg)}")
     X = l2n(np.concatenate([pos, neg])); y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     return LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(X, y)
@@ -207,7 +150,6 @@ def head_score(head, emb: np.ndarray) -> np.ndarray:
 # %% ../nbs/12_baselines.ipynb #602c5a10
 def semdedup(emb: np.ndarray, eps: float = 0.05, cluster_size: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     "`(score, kept)` of SemDeDup on embeddings `[N,D]`: k-means with k = ceil(N/cluster_size), greedy in-cluster removal."
-    from sklearn.cluster import KMeans
     X = l2n(emb); n = len(X)
     k = max(1, min(n, math.ceil(n / cluster_size)))
     labels = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(X) if k > 1 else np.zeros(n, int)
@@ -227,54 +169,35 @@ def semdedup(emb: np.ndarray, eps: float = 0.05, cluster_size: int = 100, seed: 
     score = kept.astype(np.float64) + np.clip((1 - maxcos) / 2, 0, 1)
     return score, kept
 
-# %% ../nbs/12_baselines.ipynb #ee095709
-def write_scores(corpus_dir, name: str, uids, score, cfg=None, **extra) -> pd.DataFrame:
-    "Validate and write `scores/<name>.parquet` + `<name>.json` atomically; returns the DataFrame."
-    score = np.asarray(score, np.float64); uids = [str(u) for u in uids]
-    if len(uids) != len(score): raise ValueError(f"{name}: {len(uids)} uids but {len(score)} scores")
-    if len(set(uids)) != len(uids): raise ValueError(f"{name}: duplicate uids in scores")
-    if not np.isfinite(score).all(): raise ValueError(f"{name}: {int((~np.isfinite(score)).sum())} non-finite scores")
-    df = pd.DataFrame({'uid': uids, 'score': score})
-    out = Path(corpus_dir) / 'scores'
-    with atomic_path(out / f'{name}.parquet') as tmp: df.to_parquet(tmp, index=False)
-    write_json(out / f'{name}.json', run_record(cfg, baseline=name, n=len(df), **extra))
-    return df
-
-def read_scores(corpus_dir, name: str) -> pd.DataFrame:
-    "Scores written by `write_scores`; names the file if it is missing."
-    p = Path(corpus_dir) / 'scores' / f'{name}.parquet'
-    if not p.exists(): raise FileNotFoundError(f"no scores for baseline '{name}': {p} (run score_baseline first)")
-    return pd.read_parquet(p)
-
 # %% ../nbs/12_baselines.ipynb #c459b8a3
 def _heuristic(fn):
     def scorer(corpus_dir, cfg, **kw):
-        images, uids = corpus_images(corpus_dir, cfg)
+        images, uids = _split_images(corpus_dir, cfg)
         kwargs = {'frequency': dict(cutoff=cfg.freq_cutoff), 'edge_density': dict(threshold=cfg.edge_threshold)}.get(fn.__name__, {})
         out = np.concatenate([fn(c, **kwargs) for _, c in iter_chunks(images, cfg.batch_size, fn.__name__)])
         return uids, out, {}
     return scorer
 
 def _captions_for(corpus_dir, uids, split) -> list:
-    m = corpus_rows(corpus_dir, split).set_index('uid')
+    m = split_rows(corpus_dir, split).set_index('uid')
     missing = [u for u in uids if u not in m.index]
     if missing: raise ValueError(f"{corpus_dir}: {len(missing)} image uids not in the manifest, e.g. {missing[:3]}")
     return m.loc[list(uids), 'caption'].tolist()
 
 def _score_clip(corpus_dir, cfg, embedder=None, **kw):
     emb = embedder or clip_embedder(corpus_dir, cfg)
-    images, uids = corpus_images(corpus_dir, cfg)
+    images, uids = _split_images(corpus_dir, cfg)
     ie, te = embed_images(emb, images, cfg.batch_size), embed_texts(emb, _captions_for(corpus_dir, uids, cfg.split), cfg.batch_size)
     return uids, clip_score(ie, te), {'embedder': emb.name}
 
 def _score_aesthetic(corpus_dir, cfg, embedder=None, **kw):
     emb = embedder or clip_embedder(corpus_dir, cfg)
     rng = np.random.default_rng(cfg.seed)
-    images, uids = corpus_images(corpus_dir, cfg)
+    images, uids = _split_images(corpus_dir, cfg)
     mode = cfg.aesthetic_target
     if mode in ('labels', 'auto', 'degraded'):
         if cfg.aesthetic_split == cfg.split: raise ConfigError(f"aesthetic_split must differ from the scored split '{cfg.split}'")
-        m = corpus_rows(corpus_dir, cfg.aesthetic_split)
+        m = split_rows(corpus_dir, cfg.aesthetic_split)
         if mode == 'labels' and 'defect' not in m.columns: raise ValueError(f"{corpus_dir}: manifest has no 'defect' column for aesthetic_target='labels'")
         m = m.iloc[rng.permutation(len(m))[:cfg.aesthetic_n_labelled]]
         d = m.defect if 'defect' in m.columns else pd.Series('clean', index=m.index)
@@ -282,8 +205,7 @@ def _score_aesthetic(corpus_dir, cfg, embedder=None, **kw):
         if mode == 'auto': mode = 'labels' if pos_u and neg_u else 'degraded'
     if mode == 'degraded':
         # no quality labels (the web corpus): the head learns to tell this corpus's own pictures from degraded copies of them
-        from alchemist.synthetic import DEGRADATIONS, SyntheticConfig, to_uint8
-        lab_ims, lab_uids = corpus_images(corpus_dir, cfg, split=cfg.aesthetic_split)
+        lab_ims, lab_uids = _split_images(corpus_dir, cfg, split=cfg.aesthetic_split)
         take = np.sort(rng.permutation(len(lab_uids))[:cfg.aesthetic_n_labelled])
         clean = np.asarray(lab_ims)[take]
         kinds, scfg = sorted(DEGRADATIONS), SyntheticConfig(resolution=cfg.resolution)
@@ -294,14 +216,14 @@ def _score_aesthetic(corpus_dir, cfg, embedder=None, **kw):
         if not pos_u or not neg_u:
             raise ValueError(f"{corpus_dir}: labelled sample of split '{cfg.aesthetic_split}' has {len(pos_u)} clean and {len(neg_u)} "
                              f"degraded rows (defects {sorted(m.defect.unique())}); use aesthetic_target='degraded' or 'reference'")
-        lab_ims, lab_uids = corpus_images(corpus_dir, cfg, split=cfg.aesthetic_split)
+        lab_ims, lab_uids = _split_images(corpus_dir, cfg, split=cfg.aesthetic_split)
         pos_neg = {u: i for i, u in enumerate(lab_uids)}
         pos = embed_images(emb, np.asarray(lab_ims)[[pos_neg[u] for u in pos_u]], cfg.batch_size)
         neg = embed_images(emb, np.asarray(lab_ims)[[pos_neg[u] for u in neg_u]], cfg.batch_size)
         target = f"labels: {len(pos_u)} clean vs {len(neg_u)} image-degraded rows of split '{cfg.aesthetic_split}'"
     elif mode == 'reference':
         if not cfg.aesthetic_reference: raise ConfigError("aesthetic_target='reference' needs aesthetic_reference (a corpus dir)")
-        ref, _ = corpus_images(cfg.aesthetic_reference, cfg, split='')
+        ref, _ = _split_images(cfg.aesthetic_reference, cfg, split='')
         pos = embed_images(emb, ref, cfg.batch_size)
         neg = embed_images(emb, np.asarray(images)[np.sort(rng.permutation(len(images))[:len(ref)])], cfg.batch_size)
         target = f"reference: {len(pos)} images of {cfg.aesthetic_reference} vs {len(neg)} random images of the scored split"
@@ -312,21 +234,13 @@ def _score_aesthetic(corpus_dir, cfg, embedder=None, **kw):
 
 def _score_semdedup(corpus_dir, cfg, embedder=None, **kw):
     emb = embedder or clip_embedder(corpus_dir, cfg)
-    images, uids = corpus_images(corpus_dir, cfg)
+    images, uids = _split_images(corpus_dir, cfg)
     score, kept = semdedup(embed_images(emb, images, cfg.batch_size), cfg.semdedup_eps, cfg.semdedup_cluster_size, cfg.seed)
     return uids, score, {'embedder': emb.name, 'kept': int(kept.sum()), 'dropped': int((~kept).sum())}
 
-def _score_curator(corpus_dir, cfg, **kw):
-    from alchemist.curator import score_curator
-    return score_curator(corpus_dir, cfg, **kw)
-
-def _score_fastgda(corpus_dir, cfg, **kw):
-    from alchemist.attribution import score_fastgda
-    return score_fastgda(corpus_dir, cfg, **kw)
-
 SCORERS = {'clarity': _heuristic(clarity), 'frequency': _heuristic(frequency), 'edge_density': _heuristic(edge_density),
            'clip_score': _score_clip, 'aesthetic': _score_aesthetic, 'semdedup': _score_semdedup,
-           'curator': _score_curator, 'fastgda': _score_fastgda}
+           'curator': score_curator, 'fastgda': score_fastgda}
 BASELINES = tuple(SCORERS)
 
 # %% ../nbs/12_baselines.ipynb #75cc90bf
@@ -338,62 +252,5 @@ def score_baseline(name: str, corpus_dir, cfg: BaselineConfig | dict | None = No
     seed_everything(cfg.seed)
     with Timer() as t: uids, score, extra = SCORERS[name](corpus_dir, cfg, **kw)
     get_logger().info(f"baseline {name}: {len(uids)} items scored in {t.wall:.1f}s")
-    return write_scores(corpus_dir, name, uids, score, cfg, wall_s=round(t.wall, 2), cpu_ratio=round(t.cpu_ratio, 2), **extra)
-
-# %% ../nbs/12_baselines.ipynb #58ed197c
-TOY_COLOURS = {'red': (220, 40, 40), 'green': (40, 180, 60), 'blue': (40, 70, 220),
-               'yellow': (230, 210, 40), 'purple': (150, 50, 190), 'orange': (240, 140, 30)}
-TOY_DEFECTS = {1: 'blur', 3: 'mismatch', 5: 'near_duplicate', 7: 'plain'}   # i % 8 -> planted defect
-
-def toy_corpus(out_dir, n: int = 240, res: int = 32, heldout: float = 0.25, seed: int = 0) -> pd.DataFrame:
-    "Write a small corpus of coloured squares with planted defects (see `TOY_DEFECTS`); returns its manifest."
-    from alchemist.data import write_corpus
-    rng = np.random.default_rng(seed); names = list(TOY_COLOURS); samples = []
-    n_train = int(round(n * (1 - heldout)))
-    for i in range(n):
-        defect = TOY_DEFECTS.get(i % 8, 'clean')
-        c = names[rng.integers(len(names))]
-        im = np.empty((res, res, 3), np.uint8); im[:] = rng.integers(90, 170, 3)
-        s = rng.integers(res // 4, res // 2); y, x = rng.integers(0, res - s, 2); im[y:y + s, x:x + s] = TOY_COLOURS[c]
-        cap, gid = f'a {c} square', f'g{i:05d}'
-        split = 'train' if i < n_train else 'heldout'
-        if defect == 'blur': im = box_blur(im[None], 5)[0]
-        elif defect == 'mismatch': cap = f"a {names[(names.index(c) + rng.integers(1, len(names))) % len(names)]} square"
-        elif defect == 'plain': im[:] = im[0, 0]
-        elif defect == 'near_duplicate':
-            prev = samples[-1]; cap, gid, split = prev['caption'], prev['group_id'], prev['split']
-            im = np.clip(prev['image'].astype(int) + rng.integers(-3, 4, prev['image'].shape), 0, 255).astype(np.uint8)
-        samples.append(dict(uid=f'toy{i:05d}', image=im, caption=cap, group_id=gid, defect=defect, split=split, source='toy',
-                            attrs={'colour': c}))
-    return write_corpus(samples, out_dir, overwrite=True, name='toy')
-
-def toy_embedder() -> Embedder:
-    "Oracle stand-in for the CLIP-like model on `toy_corpus` images (palette shares + 8x8 colour thumbnail; colour words)."
-    pal = np.array(list(TOY_COLOURS.values()), np.float32)
-    def ims(x):
-        x = np.asarray(x, np.float32); n, h, w, _ = x.shape
-        d = np.linalg.norm(x[:, :, :, None, :] - pal, axis=-1)                 # [N,H,W,6]
-        share = (d < 30).mean((1, 2))
-        g = x.reshape(n, 8, h // 8, 8, w // 8, 3).mean((2, 4)).reshape(n, -1) / 255.
-        return np.concatenate([0.5 * l2n(share), l2n(g - g.mean(1, keepdims=True))], 1)
-    def txts(caps):
-        names = list(TOY_COLOURS); out = np.zeros((len(caps), len(names) + 192), np.float32)
-        for i, c in enumerate(caps):
-            for j, nm in enumerate(names):
-                if nm in c.split(): out[i, j] = 1
-        return out
-    return Embedder(ims, txts, 'toy-oracle')
-
-def toy_text_batch(captions: list, uids: list | None = None, max_tokens: int = 8, dim: int = 384):
-    "A MiniLM-shaped `TextBatch` stand-in (each word a fixed random vector; [CLS]/[SEP] added) for fast tests without MiniLM."
-    from alchemist.core import stable_hash
-    from alchemist.encoders import TextBatch
-    tok = torch.zeros(len(captions), max_tokens, dim); mask = torch.zeros(len(captions), max_tokens, dtype=torch.bool)
-    vec = lambda w: torch.randn(dim, generator=torch.Generator().manual_seed(stable_hash(w) % 2**31)) / math.sqrt(dim) * 4
-    for i, c in enumerate(captions):
-        words = ['[CLS]', *c.lower().split()][:max_tokens - 1] + ['[SEP]']
-        for j, w in enumerate(words): tok[i, j] = vec(w)
-        mask[i, :len(words)] = True
-    return TextBatch(tok, mask, F_normalize(tok.sum(1)), list(uids) if uids is not None else None)
-
-def F_normalize(x): return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    record = run_record(cfg, baseline=name, n=len(uids), wall_s=round(t.wall, 2), cpu_ratio=round(t.cpu_ratio, 2), **extra)
+    return write_scores(scores_path(corpus_dir, name), uids, score, record)

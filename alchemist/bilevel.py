@@ -4,16 +4,15 @@
 
 # %% ../nbs/07_bilevel.ipynb #841c4c85
 from __future__ import annotations
-import contextlib, copy, dataclasses, inspect, math, time
+import copy, dataclasses, inspect, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 # %% auto #0
-__all__ = ['MODES', 'MetaConfig', 'lam_at', 'MetaSplit', 'Batch', 'make_batch', 'toy_splits', 'corpus_splits',
-           'corpus_fingerprint', 'TinyT2I', 'LossModule', 'n_train_timesteps', 'build_proxy', 'weighted_mean',
-           'unrolled_outer_loss', 'alignment_weights', 'MetaState', 'meta_gradient_fd_check', 'run_dir_for',
-           'meta_train']
+__all__ = ['MODES', 'TOY_DEFECTS', 'MetaConfig', 'lam_at', 'MetaSplit', 'Batch', 'make_batch', 'meta_splits', 'toy_meta_splits',
+           'corpus_splits', 'corpus_fingerprint', 'TinyT2I', 'LossModule', 'n_train_timesteps', 'build_proxy',
+           'weighted_mean', 'unrolled_outer_loss', 'alignment_weights', 'MetaState', 'meta_gradient_fd_check',
+           'run_dir_for', 'meta_train']
 
 # %% ../nbs/07_bilevel.ipynb #ae9f3304
 import numpy as np
@@ -21,11 +20,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # %% ../nbs/07_bilevel.ipynb #8bc7dff2
-from .core import (ConfigError, Timer, atomic_path, config_from_dict, config_to_dict, get_device, get_logger,
-                            progress, read_json, run_record, runs_dir, seed_everything, stable_hash, write_json)
-from .rater import Rater, RaterConfig, RaterMismatchError, load_rater, save_rater
+from .core import (ConfigError, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress,
+                            run_record, runs_dir, seed_everything, stable_hash, write_json)
+from .data import corpus_info, images_to_tensor, load_images, read_manifest
+from .encoders import TextBatch, caption_embeddings, rows_for
+from .rater import Rater, RaterConfig, save_rater
+from .toy import toy_samples, toy_text_batch
 
 # %% ../nbs/07_bilevel.ipynb #394f7cdd
 MODES = ('penalty', 'unrolled', 'alignment')
@@ -108,7 +111,7 @@ def make_batch(split: MetaSplit, idx, gen: torch.Generator, n_train_timesteps: i
                device='cpu', dtype=torch.float32) -> Batch:
     "Rows `idx` of `split` with their loss timesteps and noise drawn from `gen` ('shared': one timestep and noise image for the batch)."
     idx = np.asarray(idx)
-    x = torch.from_numpy(np.ascontiguousarray(split.images[idx])).permute(0, 3, 1, 2).to(dtype) / 127.5 - 1
+    x = images_to_tensor(split.images[idx], dtype=dtype)
     B, shape = len(idx), x.shape[1:]
     if timesteps == 'shared':
         t = torch.randint(0, n_train_timesteps, (1,), generator=gen).expand(B).contiguous()
@@ -120,41 +123,30 @@ def make_batch(split: MetaSplit, idx, gen: torch.Generator, n_train_timesteps: i
     return Batch(*(v.to(device) for v in (x, split.tokens[ti].to(dtype), split.mask[ti], split.pooled[ti].to(dtype), t, noise.to(dtype))))
 
 # %% ../nbs/07_bilevel.ipynb #005b5a69
-_TOY_COLOURS = dict(red=(220, 40, 40), green=(40, 180, 60), blue=(50, 80, 220), yellow=(230, 210, 40), purple=(150, 60, 180), orange=(240, 140, 30))
-_TOY_PLACES = ('top-left', 'top-right', 'bottom-left', 'bottom-right')
-
-def toy_splits(n: int = 512, resolution: int = 32, seed: int = 0, heldout_frac: float = 0.25,
-               noise_rate: float = 0.15, mismatch_rate: float = 0.15, text_dim: int = 384) -> dict:
-    "A stand-in corpus in memory: dict(train=MetaSplit, heldout=MetaSplit) of captioned squares, defects planted in train only."
-    rng = np.random.default_rng(seed)
-    vocab = [*_TOY_COLOURS, 'square', *_TOY_PLACES]
-    wv = torch.from_numpy(np.random.default_rng(1234).standard_normal((len(vocab), text_dim)).astype(np.float32)) / math.sqrt(text_dim)
-    colours, r, s = list(_TOY_COLOURS), resolution, resolution // 2
-    n_val = max(1, int(round(n * heldout_frac)))
+def meta_splits(images: np.ndarray, text: TextBatch, uids: list, split: list, defect: list | None = None) -> dict:
+    "dict(train=MetaSplit, heldout=MetaSplit) of in-memory rows: uint8 `images` [N,H,W,3], their captions' `text`, `uids`, each row's `split` (and `defect`) label."
+    n, split = len(images), np.asarray(split)
+    if not (len(text) == len(uids) == len(split) == n) or (defect is not None and len(defect) != n):
+        raise ValueError(f"meta_splits: rows disagree: images {n}, text {len(text)}, uids {len(uids)}, split {len(split)}, defect {None if defect is None else len(defect)}")
     out = {}
-    for split, m in (('heldout', n_val), ('train', n - n_val)):
-        imgs = np.full((m, r, r, 3), 235, np.uint8); toks, defect, uids = [], [], []
-        for i in range(m):
-            ci, pi = rng.integers(len(colours)), rng.integers(4)
-            y0, x0 = (pi // 2) * s, (pi % 2) * s
-            pad = max(1, s // 8)
-            imgs[i, y0 + pad:y0 + s - pad, x0 + pad:x0 + s - pad] = _TOY_COLOURS[colours[ci]]
-            d = 'clean'
-            if split == 'train':
-                u = rng.random()
-                if u < noise_rate: imgs[i] = rng.integers(0, 256, (r, r, 3)); d = 'noise'
-                elif u < noise_rate + mismatch_rate: ci = (ci + 1 + rng.integers(len(colours) - 1)) % len(colours); d = 'mismatch'
-            toks.append([vocab.index(colours[ci]), vocab.index('square'), vocab.index(_TOY_PLACES[pi])])
-            defect.append(d); uids.append(f'{split}{i:05d}')
-        tokens = wv[torch.tensor(toks)]
-        out[split] = MetaSplit(imgs, tokens, torch.ones(m, 3, dtype=torch.bool), F.normalize(tokens.mean(1), dim=-1), uids, defect)
+    for k in ('train', 'heldout'):
+        idx = np.flatnonzero(split == k); t = text[torch.as_tensor(idx, dtype=torch.long)]
+        out[k] = MetaSplit(np.ascontiguousarray(images[idx]), t.tokens.float(), t.mask.bool(), t.pooled.float(), [uids[i] for i in idx],
+                           None if defect is None else [defect[i] for i in idx])
     return out
+
+TOY_DEFECTS = ('clean', 'noise', 'clean', 'mismatch', 'clean', 'clean', 'clean')   # the toy's train split: sample i gets TOY_DEFECTS[i % 7]
+
+def toy_meta_splits(n: int = 512, resolution: int = 32, seed: int = 0, text_dim: int = 384) -> dict:
+    "The stand-in corpus of `meta_train(corpus='')`: `n` toy scenes (a quarter held out, clean) with word-vector captions of width `text_dim`."
+    s = toy_samples(n, resolution, seed, heldout=0.25, defects=TOY_DEFECTS, clean_heldout=True)
+    uids = [x['uid'] for x in s]
+    return meta_splits(np.stack([x['image'] for x in s]), toy_text_batch([x['caption'] for x in s], uids, dim=text_dim), uids,
+                       [x['split'] for x in s], [x['defect'] for x in s])
 
 # %% ../nbs/07_bilevel.ipynb #1646a85f
 def corpus_splits(corpus_dir: str | Path, resolution: int, max_tokens: int = 16) -> dict:
     "dict(train=MetaSplit, heldout=MetaSplit) of a corpus folder: images from `load_images`, captions from `caption_embeddings`."
-    from alchemist.data import load_images, read_manifest
-    from alchemist.encoders import caption_embeddings, rows_for
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.exists(): raise FileNotFoundError(f"no corpus folder {corpus_dir}")
     tb = caption_embeddings(corpus_dir, max_tokens=max_tokens)
@@ -170,7 +162,6 @@ def corpus_splits(corpus_dir: str | Path, resolution: int, max_tokens: int = 16)
 def corpus_fingerprint(cfg: MetaConfig, splits: dict) -> dict:
     "What a rater is tied to: the corpus name, the resolution and the split sizes."
     if cfg.corpus:
-        from alchemist.data import corpus_info
         try: name = corpus_info(cfg.corpus).get('name') or Path(cfg.corpus).name
         except FileNotFoundError: name = Path(cfg.corpus).name
     else: name = f'toy-{cfg.toy_n}-s{cfg.seed}'
@@ -238,8 +229,7 @@ def n_train_timesteps(model: nn.Module) -> int:
 def build_proxy(cfg: MetaConfig) -> nn.Module:
     "The proxy T2I model of `cfg`: `TinyT2I` for proxy='tiny', else `alchemist.t2i.build_t2i`."
     if cfg.proxy == 'tiny': return TinyT2I(cfg.resolution, **cfg.proxy_kwargs)
-    try: from alchemist.t2i import T2IConfig, build_t2i
-    except ImportError as e: raise ConfigError(f"proxy={cfg.proxy!r} needs alchemist.t2i ({e}); use proxy='tiny' for the stand-in") from e
+    from alchemist.t2i import T2IConfig, build_t2i   # diffusers is slow to import; the 'tiny' proxy and readers of MODES do not need it
     tc = config_from_dict(T2IConfig, dict(family=cfg.proxy, size=cfg.proxy_size, resolution=cfg.resolution, **cfg.proxy_kwargs), 'MetaConfig.proxy_kwargs')
     m = build_t2i(tc, seed=cfg.seed)
     if cfg.mode != 'penalty' and hasattr(m, 'set_math_attention'): m.set_math_attention()   # double backward / vmap friendly attention
@@ -250,10 +240,7 @@ def _loss(lm: LossModule, pb: dict, b: Batch) -> torch.Tensor:
 
 def _math_attention():
     "Double backward on CPU needs the math attention kernel (the fused ones have no double backward)."
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-        return sdpa_kernel(SDPBackend.MATH)
-    except Exception: return contextlib.nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
 
 # %% ../nbs/07_bilevel.ipynb #4657f3f9
 def weighted_mean(w: torch.Tensor, l: torch.Tensor, rater_cfg: RaterConfig) -> torch.Tensor:
@@ -356,7 +343,7 @@ class MetaState:
                     w_std=float(o.weight.detach().std()), group=float(o.group.detach()))
 
     def unrolled_step(self, bv: Batch, bts: list, lam: float) -> dict:
-        cfg, P, R = self.cfg, self.proxy, self.rater
+        cfg, R = self.cfg, self.rater
         params, buffers = dict(self.lm.named_parameters()), dict(self.lm.named_buffers())
         rp, pp = list(R.parameters()), list(params.values())
         with _math_attention():
@@ -397,7 +384,7 @@ def meta_gradient_fd_check(inner_steps: int = 2, resolution: int = 8, seed: int 
                            inner_lr: float = 0.5) -> float:
     "Largest relative error between the autograd unrolled meta-gradient and central finite differences (float64, tiny nets)."
     torch.manual_seed(seed)
-    sp = toy_splits(48, resolution, seed=seed, text_dim=16)
+    sp = toy_meta_splits(48, resolution, seed=seed, text_dim=16)
     P = TinyT2I(resolution, width=4, text_dim=16).double(); lm = LossModule(P)
     R = Rater(RaterConfig(resolution=resolution, width=4, depth=1, text_dim=16, hidden=8)).double()
     with torch.no_grad():
@@ -451,7 +438,7 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
     log, dev = get_logger('alchemist.bilevel'), get_device(cfg.device)
     seed_everything(cfg.seed)
     if splits is None:
-        splits = corpus_splits(cfg.corpus, cfg.resolution, cfg.max_tokens) if cfg.corpus else toy_splits(cfg.toy_n, cfg.resolution, seed=cfg.seed)
+        splits = corpus_splits(cfg.corpus, cfg.resolution, cfg.max_tokens) if cfg.corpus else toy_meta_splits(cfg.toy_n, cfg.resolution, seed=cfg.seed)
     for k in ('train', 'heldout'):
         if k not in splits or len(splits[k]) == 0: raise ValueError(f"meta_train needs a non-empty '{k}' split")
         if splits[k].images.shape[1] != cfg.resolution: raise ValueError(f"'{k}' images are {splits[k].images.shape[1]} px, config says resolution={cfg.resolution}")

@@ -4,32 +4,45 @@
 
 # %% ../nbs/12a_curator.ipynb #bf96cc0a
 from __future__ import annotations
-import contextlib, math, tempfile
+import contextlib, math
+from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['cross_attention_modules', 'capture_cross_attention', 'content_token_mask', 'pool_attention', 'curator_scores',
-           'fit_t2i', 'load_t2i', 'corpus_text', 'corpus_t2i', 'score_curator']
+__all__ = ['CuratorConfig', 'cross_attention_modules', 'capture_cross_attention', 'content_token_mask', 'pool_attention',
+           'curator_scores', 'curator_train_config', 'score_curator']
 
 # %% ../nbs/12a_curator.ipynb #9a99aac8
 import numpy as np
-import pandas as pd
 import torch
 
 # %% ../nbs/12a_curator.ipynb #3f04cf97
-from .core import get_device, get_logger, progress, seed_everything
-from .baselines import BaselineConfig, CuratorConfig, corpus_images
+from diffusers.models.attention_processor import Attention, AttnProcessor
+from .data import images_to_tensor, iter_chunks, load_images
+from .encoders import caption_embeddings, rows_for
+from .t2i import T2IConfig, T2IModel
+from .train import TrainConfig, load_checkpoint, load_trained, train
+
+# %% ../nbs/12a_curator.ipynb #7b81f92f
+@dataclass
+class CuratorConfig:
+    "Diffusion-guided SFT curator (the `curator` section of `alchemist.baselines.BaselineConfig`)."
+    t2i_checkpoint: str = ''       # run folder of an alchemist.train run on the corpus (its checkpoint.pt is read; '' = train one now)
+    train_steps: int = 200         # alchemist.train steps of the T2I model trained here when no run folder is given
+    family: str = 'unet'           # T2I family when training one here ('unet' | 'pixart')
+    size: str = 's'                # T2I size when training one here
+    timesteps: tuple = (300, 500, 700)  # diffusion timesteps (of 1000) the attention is read at; mid-range: layout is decided
+    token_pooling: str = 'concentration'  # 'concentration' (1 - spatial entropy per token) | 'peak' (max attention per token)
+    batch_size: int = 64           # images per forward pass when scoring
 
 # %% ../nbs/12a_curator.ipynb #d0114803
 def cross_attention_modules(model: torch.nn.Module) -> list:
     "`(name, module)` of every diffusers cross-attention `Attention` in `model`."
-    from diffusers.models.attention_processor import Attention
     return [(n, m) for n, m in model.named_modules() if isinstance(m, Attention) and getattr(m, 'is_cross_attention', False)]
 
 @contextlib.contextmanager
 def capture_cross_attention(model: torch.nn.Module):
     "Within the block, each forward appends `(layer_name, heads, probs [B*heads, Q, K])` to the yielded list."
-    from diffusers.models.attention_processor import Attention, AttnProcessor
     mods = cross_attention_modules(model)
     if not mods: raise ValueError(f"{type(model).__name__} has no diffusers cross-attention layers to read")
     store, saved = [], []
@@ -78,8 +91,8 @@ def curator_scores(model, images: np.ndarray, tokens: torch.Tensor, mask: torch.
     g = torch.Generator().manual_seed(seed)
     noises = {int(t): torch.randn(1, 3, r, r, generator=g) for t in cfg.timesteps}
     out = []
-    for s in progress(range(0, len(images), cfg.batch_size), desc='curator'):
-        x0 = torch.as_tensor(np.asarray(images[s:s + cfg.batch_size])).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(dev)
+    for s, chunk in iter_chunks(images, cfg.batch_size, 'curator'):
+        x0 = images_to_tensor(chunk, dev)
         tk, mk = tokens[s:s + cfg.batch_size].float().to(dev), mask[s:s + cfg.batch_size].bool().to(dev)
         content, B, acc = content_token_mask(mk), len(x0), 0.
         for t, nz in noises.items():
@@ -91,59 +104,29 @@ def curator_scores(model, images: np.ndarray, tokens: torch.Tensor, mask: torch.
     return np.concatenate(out)
 
 # %% ../nbs/12a_curator.ipynb #40e2f82f
-def fit_t2i(images: np.ndarray, tokens: torch.Tensor, mask: torch.Tensor, family: str = 'unet', size: str = 's',
-            steps: int = 200, lr: float = 1e-3, batch_size: int = 64, seed: int = 0, device: str = 'auto'):
-    "Train a small `alchemist.t2i` model on (images uint8 `[N,r,r,3]`, caption tokens) for `steps` steps; returns it in eval mode."
-    from alchemist.t2i import build_t2i
-    if len(images) != len(tokens): raise ValueError(f"{len(images)} images but {len(tokens)} captions")
-    rng = seed_everything(seed); dev = get_device(device)
-    model = build_t2i({'family': family, 'size': size, 'resolution': int(images.shape[1])}, device=str(dev), seed=seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
-    g = torch.Generator(device='cpu').manual_seed(seed)
-    model.train(); losses = []
-    for _ in progress(range(steps), desc=f't2i {family}-{size}'):
-        idx = np.sort(rng.choice(len(images), size=min(batch_size, len(images)), replace=False))
-        x0 = torch.as_tensor(np.asarray(images[idx])).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(dev)
-        loss = model.per_sample_loss(x0, tokens[idx].float().to(dev), mask[idx].bool().to(dev), generator=g).mean()
-        opt.zero_grad(set_to_none=True); loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0); opt.step(); losses.append(loss.item())
-    model.eval(); model.train_losses = losses
-    return model
-
-def load_t2i(path, device: str = 'auto'):
-    "A T2I model saved with `torch.save` (the module, or a dict holding it under 'model')."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"no T2I checkpoint at {path}")
-    obj = torch.load(path, map_location=get_device(device), weights_only=False)
-    model = obj.get('model') if isinstance(obj, dict) else obj
-    if not isinstance(model, torch.nn.Module): raise ValueError(f"{path}: expected a saved T2I model or a dict with 'model', got {type(obj).__name__}")
-    return model.eval()
-
-def corpus_text(corpus_dir, text=None):
-    "Caption tokens of the whole corpus: `text` (a `TextBatch` with uids, e.g. a test stand-in) or the MiniLM caption cache."
-    if text is not None: return text
-    from alchemist.encoders import caption_embeddings
-    return caption_embeddings(corpus_dir)
-
-def corpus_t2i(corpus_dir, cfg: BaselineConfig, checkpoint: str, steps: int, family: str = 'unet', size: str = 's', lr: float = 1e-3, text=None):
-    "The T2I model a model-based baseline reads: `checkpoint` if given, else one trained here on `cfg.split`."
-    if checkpoint: return load_t2i(checkpoint, cfg.device)
-    from alchemist.encoders import rows_for
-    images, uids = corpus_images(corpus_dir, cfg)
-    tb = rows_for(corpus_text(corpus_dir, text), uids)
-    return fit_t2i(images, tb.tokens, tb.mask, family, size, steps, lr, 64, cfg.seed, cfg.device)
+def curator_train_config(corpus_dir, cfg) -> TrainConfig:
+    "The `alchemist.train` run behind the curator of `cfg` (a `BaselineConfig`) when it has no `t2i_checkpoint`."
+    c = cfg.curator
+    return TrainConfig(corpus_dir=str(corpus_dir), model=T2IConfig(family=c.family, size=c.size, resolution=cfg.resolution),
+                       budget='steps', steps=c.train_steps, seed=cfg.seed, device=cfg.device)
 
 # %% ../nbs/12a_curator.ipynb #e388bc19
-def score_curator(corpus_dir, cfg: BaselineConfig, model=None, text=None, **kw):
-    "`(uids, scores, extra)` of the curator over `cfg.split` (the `score_baseline('curator', ...)` scorer)."
-    from alchemist.encoders import rows_for
-    c = cfg.curator
-    model = model or corpus_t2i(corpus_dir, cfg, c.t2i_checkpoint, c.train_steps, c.family, c.size, c.lr, text=text)
+def score_curator(corpus_dir, cfg, model: T2IModel | None = None, text=None, **kw):
+    """`(uids, scores, extra)` of the curator over `cfg.split` of the corpus (`cfg` a `BaselineConfig`; the
+    `score_baseline('curator', ...)` scorer). `text`: caption embeddings of the whole corpus with uids (e.g. a test
+    stand-in) instead of the MiniLM caption cache; a stand-in needs a `model` trained on it (`alchemist.train.fit`)."""
+    c, extra = cfg.curator, dict(t2i_run=None, t2i_final_loss=None)   # known only when the model comes from a run folder
+    if model is None:
+        if text is not None and not c.t2i_checkpoint:
+            raise ValueError("score_curator: a stand-in `text` needs a `model` trained on it (alchemist.train.fit) or CuratorConfig.t2i_checkpoint; "
+                             "training here reads the corpus's MiniLM caption cache")
+        run_dir = Path(c.t2i_checkpoint or train(curator_train_config(corpus_dir, cfg))['run_dir'])
+        model = load_trained(run_dir, device=cfg.device)
+        losses = [h[1] for h in load_checkpoint(run_dir)['history']]
+        extra = dict(t2i_run=str(run_dir), t2i_final_loss=float(np.mean(losses[-20:])) if losses else None)
     if model.cfg.resolution != cfg.resolution: raise ValueError(f"T2I model works at {model.cfg.resolution} px but BaselineConfig.resolution={cfg.resolution}")
-    images, uids = corpus_images(corpus_dir, cfg)
-    tb = rows_for(corpus_text(corpus_dir, text), uids)
+    images, uids = load_images(corpus_dir, cfg.resolution, split=cfg.split or None)
+    tb = rows_for(text if text is not None else caption_embeddings(corpus_dir), uids)
     s = curator_scores(model, images, tb.tokens, tb.mask, c, cfg.seed)
-    losses = getattr(model, 'train_losses', [])
     return uids, s, {'t2i': f"{model.cfg.family}-{model.cfg.size} {model.n_params()/1e6:.2f}M",
-                     'layers_read': len(cross_attention_modules(model)),
-                     't2i_final_loss': float(np.mean(losses[-20:])) if losses else None}
+                     'layers_read': len(cross_attention_modules(model)), **extra}

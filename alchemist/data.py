@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 # %% auto #0
-__all__ = ['SPLITS', 'MANIFEST', 'CORPUS_JSON', 'MANIFEST_COLUMNS', 'CorpusError', 'SplitConfig', 'assign_split', 'write_corpus',
-           'read_manifest', 'corpus_info', 'check_subset', 'iter_samples', 'Subset', 'write_subset', 'read_subset',
-           'image_cache', 'load_images', 'images_to_tensor', 'tensor_to_images', 'import_imagefolder',
-           'import_webdataset', 'save_image_grid']
+__all__ = ['SPLITS', 'MANIFEST', 'CORPUS_JSON', 'MANIFEST_COLUMNS', 'SCORES_DIR', 'CorpusError', 'SplitConfig', 'assign_split',
+           'write_corpus', 'read_manifest', 'corpus_info', 'check_subset', 'iter_samples', 'Subset', 'write_subset',
+           'read_subset', 'image_cache', 'load_images', 'images_to_tensor', 'tensor_to_images', 'split_rows',
+           'iter_chunks', 'scores_path', 'write_scores', 'read_scores', 'import_imagefolder', 'import_webdataset',
+           'save_image_grid']
 
 # %% ../nbs/01_data.ipynb #7c0bdfda
 import numpy as np
@@ -239,6 +240,47 @@ def images_to_tensor(images, device=None, dtype=torch.float32) -> torch.Tensor:
 def tensor_to_images(x: torch.Tensor) -> np.ndarray:
     "Float `[N,3,H,W]` in [-1, 1] -> uint8 images `[N,H,W,3]` (clamped, rounded): the inverse of `images_to_tensor`."
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+# %% ../nbs/01_data.ipynb #7d89ee02
+def split_rows(corpus_dir: str | Path, split: str | None = None) -> pd.DataFrame:
+    "Manifest rows of `split` (None or '' = every row) in manifest order, index reset; an empty selection raises naming the corpus."
+    rows = _wanted(read_manifest(corpus_dir), split or None, None)
+    if not len(rows): raise CorpusError(f"{corpus_dir}: no rows in split '{split}'")
+    return rows.reset_index(drop=True)
+
+def iter_chunks(images, batch_size: int, desc: str = '') -> Iterator[tuple[int, np.ndarray]]:
+    "`(start, chunk)` over the first axis of `images`, with a progress bar; each chunk is copied out of a memmap on its own."
+    for s in progress(range(0, len(images), batch_size), desc=desc):
+        yield s, np.asarray(images[s:s + batch_size])
+
+# %% ../nbs/01_data.ipynb #cf34036d
+SCORES_DIR = 'scores'
+
+def scores_path(corpus_dir: str | Path, name: str) -> Path:
+    "Where the score table `name` of a corpus lives: `corpus_dir/scores/<name>.parquet`."
+    return Path(corpus_dir)/SCORES_DIR/f'{name}.parquet'
+
+def write_scores(path: str | Path, uids: Iterable[str], score, record: dict | None = None, **columns) -> pd.DataFrame:
+    "Validate and write a score table (`uid`, `score`, then `columns`) to `path`, and `record` to `path` with `.json`, atomically."
+    path, uids = Path(path), [str(u) for u in uids]
+    score = np.asarray(score)
+    if score.dtype.kind != 'f': score = score.astype(np.float64)
+    if len(uids) != len(score): raise ValueError(f"{path.stem}: {len(uids)} uids but {len(score)} scores")
+    if len(set(uids)) != len(uids): raise ValueError(f"{path.stem}: duplicate uids in scores")
+    if not np.isfinite(score).all(): raise ValueError(f"{path.stem}: {int((~np.isfinite(score)).sum())} non-finite scores")
+    df = pd.DataFrame({'uid': uids, 'score': score, **columns})
+    with atomic_path(path) as tmp: df.to_parquet(tmp, index=False)
+    if record is not None: write_json(path.with_suffix('.json'), record)
+    return df
+
+def read_scores(path: str | Path, required: tuple = ('uid', 'score')) -> pd.DataFrame:
+    "A score table written by `write_scores`, checked for the `required` columns; names the file when it is missing."
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"no score table at {p}")
+    df = pd.read_parquet(p)
+    miss = set(required) - set(df.columns)
+    if miss: raise ValueError(f"{p} is not a score table: missing columns {sorted(miss)}")
+    return df
 
 # %% ../nbs/01_data.ipynb #5e37ae2a
 def _safe_uid(s: str) -> str:

@@ -98,8 +98,8 @@ def rater_dir(cfg: ExperimentConfig, corpus_dir: Path) -> Path:
 def rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict]:
     "Meta-train the rater (or reuse it) and score the train split with it."
     from alchemist.bilevel import MetaConfig, meta_train
-    from alchemist.scoring import ScoringConfig, read_scores, score_corpus
-    from alchemist.data import read_manifest
+    from alchemist.scoring import ScoringConfig, score_corpus
+    from alchemist.data import read_manifest, read_scores
     n_held = int((read_manifest(corpus_dir).split == 'heldout').sum())
     batch = cfg.meta_batch
     while batch > 2 and batch > n_held: batch //= 2

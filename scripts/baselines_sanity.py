@@ -45,12 +45,14 @@ def main(argv=None):
     print(f"# command: {' '.join(sys.argv)}")
     rows, extra, shared = [], {}, {}
     names = a.baselines.split(',')
-    if {'curator', 'fastgda'} & set(names):   # one T2I model trained on the pool, read by both
-        from alchemist.curator import corpus_t2i
-        tcfg = config_from_dict(BaselineConfig, dict(resolution=a.t2i_resolution, seed=a.seed))
-        with Timer() as t: shared['model'] = corpus_t2i(corpus, tcfg, '', a.t2i_steps)
-        l = shared['model'].train_losses
-        extra['t2i'] = dict(steps=a.t2i_steps, wall_s=round(t.wall, 1), cpu_ratio=round(t.cpu_ratio, 2),
+    if {'curator', 'fastgda'} & set(names):   # one T2I model trained on the pool (alchemist.train, cached in its run folder), read by both
+        from alchemist.curator import curator_train_config
+        from alchemist.train import load_checkpoint, load_trained, train
+        tcfg = config_from_dict(BaselineConfig, dict(resolution=a.t2i_resolution, seed=a.seed, curator=dict(train_steps=a.t2i_steps)))
+        with Timer() as t: run = train(curator_train_config(corpus, tcfg))
+        shared['model'] = load_trained(run['run_dir'], device=tcfg.device)
+        l = [h[1] for h in load_checkpoint(run['run_dir'])['history']]
+        extra['t2i'] = dict(steps=a.t2i_steps, run_dir=run['run_dir'], wall_s=round(t.wall, 1), cpu_ratio=round(t.cpu_ratio, 2),
                             loss_first20=float(np.mean(l[:20])), loss_last20=float(np.mean(l[-20:])))
         print('t2i', json.dumps(extra['t2i']), flush=True)
     for name in names:

@@ -9,7 +9,7 @@ fraction of the fp32 matmul bound it implies for the plain step.
 """
 import argparse, json, statistics, sys, time
 import numpy as np, torch
-from alchemist.bilevel import MetaConfig, MetaState, build_proxy, make_batch, n_train_timesteps, toy_splits
+from alchemist.bilevel import MetaConfig, MetaState, build_proxy, make_batch, n_train_timesteps, toy_meta_splits
 from alchemist.core import Timer, config_from_dict, machine_info, seed_everything
 from alchemist.rater import Rater
 
@@ -35,7 +35,7 @@ def main(argv=None):
     names = [v.strip() for v in a.variants.split(',')]
     for n in names:
         if n not in VARIANTS: sys.exit(f"unknown variant {n!r}; choose from {list(VARIANTS)}")
-    sp = toy_splits(max(8 * a.batch, 512), a.resolution, seed=0)
+    sp = toy_meta_splits(max(8 * a.batch, 512), a.resolution, seed=0)
     states = {}
     def state(mode, K):
         if (mode, K) not in states:

@@ -102,8 +102,8 @@ def main():
     from alchemist.core import config_from_dict, reports_dir, run_record, atomic_path, Timer
     from alchemist.synthetic import SyntheticConfig, build_synthetic
     from alchemist.bilevel import corpus_splits
-    from alchemist.data import read_manifest
-    from alchemist.scoring import ScoringConfig, score_corpus, read_scores, batch_relativity
+    from alchemist.data import read_manifest, read_scores
+    from alchemist.scoring import ScoringConfig, score_corpus, batch_relativity
     from alchemist.select import percentile_ranks, select_indices, SAMPLERS
 
     figs = reports_dir()/'figures'; figs.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,12 @@ import pytest
 import torch
 
 from alchemist.core import ConfigError, config_from_dict
-from alchemist.baselines import (BASELINES, BaselineConfig, box_blur, clarity, edge_density, frequency, read_scores,
-                                 score_baseline, semdedup, toy_corpus, toy_embedder, toy_text_batch)
+from alchemist.data import read_scores, scores_path
+from alchemist.baselines import BASELINES, BaselineConfig, box_blur, clarity, edge_density, frequency, score_baseline, semdedup
+from alchemist.curator import CuratorConfig, curator_scores, pool_attention
+from alchemist.attribution import gradient_similarity, map_at_k, per_sample_gradients, rank_labels
+from alchemist.t2i import build_t2i
+from alchemist.toy import toy_corpus, toy_embedder, toy_text_batch
 
 
 @pytest.fixture(scope='module')
@@ -44,7 +48,7 @@ def test_heuristics_rank_blur_and_plain_low(corpus, name):
     m = tab.groupby('defect').score.mean()
     assert m['blur'] < m['clean'] and m['plain'] < m['clean']
     assert (tab[tab.defect == 'plain'].score == 0).all()          # a flat image has no detail at all
-    on_disk = read_scores(d, name)
+    on_disk = read_scores(scores_path(d, name))
     pd.testing.assert_frame_equal(on_disk, sc)
     rec = json.loads((Path(d) / 'scores' / f'{name}.json').read_text())
     assert rec['baseline'] == name and rec['n'] == len(sc) and rec['config']['resolution'] == 32
@@ -102,9 +106,6 @@ def test_aesthetic_labels_and_errors(corpus, tmp_path):
 
 
 def test_curator_pooling_and_scores():
-    from alchemist.curator import capture_cross_attention, content_token_mask, curator_scores, pool_attention
-    from alchemist.baselines import CuratorConfig
-    from alchemist.t2i import build_t2i
     p = torch.zeros(2, 4, 3); p[0, 0] = 1.; p[1] = .25
     assert torch.allclose(pool_attention(p, 1, torch.ones(2, 3, dtype=torch.bool)), torch.tensor([1., 0.]), atol=1e-5)
     with pytest.raises(ValueError, match='token_pooling'): pool_attention(p, 1, torch.ones(2, 3, dtype=torch.bool), 'nope')
@@ -118,9 +119,15 @@ def test_curator_pooling_and_scores():
     with pytest.raises(ValueError, match='px'): curator_scores(m, np.zeros((2, 8, 8, 3), np.uint8), tb.tokens[:2], tb.mask[:2], CuratorConfig())
 
 
+def test_model_baselines_refuse_a_stand_in_text_without_its_model(corpus):
+    "Training here reads the MiniLM caption cache: a stand-in text batch needs the model trained on it."
+    d, man = corpus
+    tb = toy_text_batch(man.caption.tolist(), man.uid.tolist())
+    for name in ('curator', 'fastgda'):
+        with pytest.raises(ValueError, match='needs a `model` trained on it'): score_baseline(name, d, BaselineConfig(resolution=16), text=tb)
+
+
 def test_attribution_metric_and_gradients():
-    from alchemist.attribution import gradient_similarity, map_at_k, per_sample_gradients, rank_labels
-    from alchemist.t2i import build_t2i
     t = np.random.default_rng(0).normal(size=(4, 50))
     assert map_at_k(t, t, 5) == 1.0 and map_at_k(-t, t, 5) == 0.0
     with pytest.raises(ValueError, match='differ'): map_at_k(t, t[:, :10])

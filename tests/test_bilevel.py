@@ -3,12 +3,12 @@ import copy
 import numpy as np, pytest, torch
 from alchemist.core import ConfigError, config_from_dict
 from alchemist.bilevel import (MODES, LossModule, MetaConfig, MetaState, TinyT2I, alignment_weights, lam_at, make_batch,
-                               meta_gradient_fd_check, meta_train, toy_splits, unrolled_outer_loss)
+                               meta_gradient_fd_check, meta_train, toy_meta_splits, unrolled_outer_loss)
 from alchemist.rater import Rater, RaterConfig, load_rater
 
 
 @pytest.fixture(scope='module')
-def toy(): return toy_splits(96, 8, seed=0)
+def toy(): return toy_meta_splits(96, 8, seed=0)
 
 def _cfg(tmp_path, **kw):
     d = dict(proxy='tiny', resolution=8, batch=8, epochs=2, max_steps_per_epoch=2, lam_step=0.5, lr=3e-3, rater_lr=3e-3,
@@ -24,7 +24,7 @@ def test_unrolled_meta_gradient_matches_finite_differences(k):
 def test_fd_check_can_fail():
     "The check is sensitive: a wrong inner step size in the autograd path would be caught (the two differ)."
     torch.manual_seed(0)
-    sp = toy_splits(32, 8, seed=0, text_dim=16)
+    sp = toy_meta_splits(32, 8, seed=0, text_dim=16)
     P = TinyT2I(8, width=4, text_dim=16).double(); lm = LossModule(P)
     R = Rater(RaterConfig(resolution=8, width=4, depth=1, text_dim=16, hidden=8)).double()
     gen = torch.Generator().manual_seed(0)

@@ -1,8 +1,9 @@
 "Tests of alchemist.encoders: the frozen MiniLM encoder (shapes, masks, the sentence embedding) and the per-corpus caption cache."
-import numpy as np, pytest, torch
+import pytest, torch
 
 from alchemist.encoders import TextEncoder, caption_embeddings, encode_to_cache, rows_for, TEXT_DIM
-from alchemist.data import write_corpus, read_manifest
+from alchemist.data import read_manifest
+from alchemist.toy import toy_corpus
 
 torch.set_num_threads(1)
 
@@ -46,10 +47,7 @@ def test_cache_roundtrip_and_rows(enc, tmp_path):
 
 
 def test_caption_embeddings_manifest_order(enc, tmp_path):
-    def samples():
-        for i, c in enumerate(['a red circle', 'a blue square', 'a green triangle']):
-            yield dict(uid=f's{i}', image=np.zeros((8, 8, 3), np.uint8), caption=c, source='t')
-    write_corpus(samples(), tmp_path/'c')
+    toy_corpus(tmp_path/'c', n=3, resolution=8)
     man = read_manifest(tmp_path/'c')
     tb = caption_embeddings(tmp_path/'c', max_tokens=8)
     assert tb.uids == man.uid.tolist()

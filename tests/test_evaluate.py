@@ -4,11 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from alchemist.evaluate import (EvalConfig, attr_accuracy, clip_like_score, eval_config, eval_prompts, evaluate_model, fd_effnet,
+from alchemist.evaluate import (attr_accuracy, clip_like_score, eval_config, eval_prompts, evaluate_model, fd_effnet,
                                 frechet_distance, kid, prompt_attrs, save_sample_grid)
-from alchemist.image_encoders import ClipLikeConfig, effnet_features, toy_pairs, train_clip_like
+from alchemist.data import images_to_tensor
+from alchemist.image_encoders import ClipLikeConfig, effnet_features, train_clip_like
+from alchemist.toy import toy_pairs, toy_text_batch
 
 
 @pytest.fixture(scope='module')
@@ -43,12 +44,11 @@ def test_kid_self_near_zero_noise_large(toy_feats):
 
 def test_clip_like_score_matched_above_shuffled():
     x, caps = toy_pairs(240, 16)
-    uniq = sorted(set(caps)); g = torch.Generator().manual_seed(0)
-    v = torch.nn.functional.normalize(torch.randn(len(uniq), 384, generator=g), dim=-1)
-    t = v[[uniq.index(c) for c in caps]]
+    t = toy_text_batch(caps).pooled                      # stands in for MiniLM
     clip = train_clip_like(x, t, caps, cfg=ClipLikeConfig(width=32, layers=1, steps=60, batch_size=32, lr=3e-3, warmup=5, device='cpu'))
-    idx = np.arange(0, 240, 3)
-    assert clip_like_score(x[idx], t[idx], clip) > clip_like_score(x[idx], t[np.roll(idx, 5)], clip) + 0.05
+    idx = np.arange(0, 240, 3); sh = np.roll(idx, 5)
+    colour = np.array([c.split()[1] for c in caps]); other = colour[idx] != colour[sh]   # shuffled partners name another colour
+    assert clip_like_score(x[idx[other]], t[idx[other]], clip) > clip_like_score(x[idx[other]], t[sh[other]], clip) + 0.05
 
 
 def test_oracle_attribute_accuracy_on_real_clean_images():
@@ -66,7 +66,7 @@ def test_oracle_attribute_accuracy_on_real_clean_images():
 
 def test_sample_grid(tmp_path):
     x, caps = toy_pairs(4, 16)
-    p = save_sample_grid(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1, caps, tmp_path/'g.png', ncol=2)
+    p = save_sample_grid(images_to_tensor(x), caps, tmp_path/'g.png', ncol=2)
     assert p.exists() and p.stat().st_size > 500
     with pytest.raises(ValueError, match='4 images but 3'): save_sample_grid(x, caps[:3], tmp_path/'h.png')
 

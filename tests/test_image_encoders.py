@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from alchemist.image_encoders import (EFFNET_DIM, ClipLike, ClipLikeConfig, as_float_images, build_image_tower, effnet_features,
-                                      load_effnet, retrieval_accuracy, toy_pairs, train_clip_like)
+                                      load_effnet, retrieval_accuracy, train_clip_like)
+from alchemist.toy import toy_pairs, toy_text_batch
 
 
 def test_as_float_images_forms_and_errors():
@@ -35,23 +36,17 @@ def test_retrieval_accuracy_counts_distinct_captions():
     with pytest.raises(ValueError, match='3 image embeddings but 2'): retrieval_accuracy(e, e[:2])
 
 
-def _toy_text(caps, seed=0):
-    "One fixed random unit vector per distinct caption (stands in for MiniLM; keeps the test fast)."
-    g = torch.Generator().manual_seed(seed); uniq = sorted(set(caps))
-    v = torch.nn.functional.normalize(torch.randn(len(uniq), 384, generator=g), dim=-1)
-    return v[[uniq.index(c) for c in caps]]
-
-
 def test_clip_like_learns_toy_pairs(tmp_path):
     x, caps = toy_pairs(240, 16)
-    t = _toy_text(caps)
+    t = toy_text_batch(caps).pooled                      # stands in for MiniLM; keeps the test fast
     cfg = ClipLikeConfig(width=32, layers=1, steps=60, batch_size=32, lr=3e-3, warmup=5, holdout_frac=0.25, device='cpu')
     m = train_clip_like(x, t, caps, cfg=cfg)
     assert m.metrics['loss_last'] < m.metrics['loss_first']
     assert m.metrics['top1'] > 2 * m.metrics['chance_top1'], m.metrics
-    ho = np.arange(0, 240, 4)   # a spread of pairs; rolling by 7 pairs every caption with another colour
-    matched = m.score(x[ho], t[ho]).mean()
-    shuffled = m.score(x[ho], t[np.roll(ho, 7)]).mean()
+    ho = np.arange(0, 240, 4); sh = np.roll(ho, 7)      # a spread of pairs, each against the caption of another pair ...
+    colour = np.array([c.split()[1] for c in caps]); other = colour[ho] != colour[sh]   # ... that names another colour
+    matched = m.score(x[ho[other]], t[ho[other]]).mean()
+    shuffled = m.score(x[ho[other]], t[sh[other]]).mean()
     assert matched > shuffled + 0.05, (matched, shuffled)
     # save / load round trip keeps the scores
     m2 = ClipLike.load(m.save(tmp_path/'c.pt'))
@@ -60,6 +55,6 @@ def test_clip_like_learns_toy_pairs(tmp_path):
 
 def test_clip_like_bad_inputs():
     x, caps = toy_pairs(12, 16)
-    with pytest.raises(ValueError, match='12 images but 11'): train_clip_like(x, _toy_text(caps)[:11])
+    with pytest.raises(ValueError, match='12 images but 11'): train_clip_like(x, toy_text_batch(caps).pooled[:11])
     with pytest.raises(ValueError, match='does not divide'): build_image_tower(30, ClipLikeConfig(patch_size=4))
     with pytest.raises(FileNotFoundError, match='no CLIP-like model'): ClipLike.load('/nonexistent/c.pt')

@@ -1,9 +1,10 @@
 "Tests of alchemist.oracle: a tiny oracle beats chance on every head, input formats, checkpoints, grading rules."
 import json
-import numpy as np, pytest, torch
+import numpy as np, pytest
 from alchemist.oracle import (HEADS, OracleConfig, attribute_accuracy, clean_dataset, labels_of, load_oracle, predict_attributes,
                               read_oracle, to_input, train_oracle)
 from alchemist.synthetic import COLOURS, SyntheticConfig, generate_samples
+from alchemist.data import images_to_tensor
 
 
 @pytest.fixture(scope='module')
@@ -33,7 +34,7 @@ def test_accuracy_above_chance(tiny, heldout):
 def test_input_formats(tiny, heldout):
     _, o = tiny; x, _ = heldout
     a = predict_attributes(o, x[:16])
-    b = predict_attributes(o, torch.from_numpy(x[:16]).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    b = predict_attributes(o, images_to_tensor(x[:16]))
     assert list(a.columns) == [*HEADS, *[f'p_{k}' for k in HEADS]] and len(a) == 16
     assert a[list(HEADS)].equals(b[list(HEADS)])
     big = to_input(np.repeat(np.repeat(x[:4], 2, 1), 2, 2), 32)           # a 32 px image is resized to the oracle's 16 px

@@ -3,16 +3,17 @@ import numpy as np, pandas as pd, pytest, torch
 
 from alchemist.core import config_from_dict, config_to_dict
 from alchemist.encoders import caption_embeddings, rows_for
-from alchemist.data import load_images
+from alchemist.data import images_to_tensor, load_images, read_scores
 from alchemist.rater import Rater, RaterConfig, save_rater
 from alchemist import scoring as SC
 from alchemist.select import select
+from alchemist.toy import toy_corpus
 
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp('scoring')
-    man = SC.toy_corpus(d/'toy', n=200, resolution=16)
+    man = toy_corpus(d/'toy', n=200, resolution=16, shard_size=128)
     torch.manual_seed(0)
     rater = Rater(RaterConfig(resolution=16, width=16, depth=2))
     # make the heads non-trivial so that batch statistics matter
@@ -29,11 +30,11 @@ def _cfg(cfg, **kw): return config_from_dict(SC.ScoringConfig, {**config_to_dict
 def test_real_caption_cache_and_direct_agreement(setup):
     "Scores over the real MiniLM caption cache equal the rater applied directly to the same rows."
     d, man, rater, cfg = setup
-    df = SC.read_scores(SC.score_corpus(cfg))
+    df = read_scores(SC.score_corpus(cfg))
     assert df['uid'].tolist() == man['uid'].tolist() and len(df) == 200
     assert df['batch'].tolist() == [i // 32 for i in range(200)]
     imgs, uids = load_images(d/'toy', 16)
-    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = images_to_tensor(imgs)
     t = rows_for(caption_embeddings(d/'toy'), uids).pooled.float()
     with torch.no_grad():
         for b in (0, 6):                       # a full batch and the short last batch (8 rows)
@@ -49,13 +50,13 @@ def test_real_caption_cache_and_direct_agreement(setup):
 
 def test_batch_independent_and_order(setup):
     d, man, rater, cfg = setup
-    rel = SC.read_scores(SC.score_corpus(cfg))
-    ind = SC.read_scores(SC.score_corpus(_cfg(cfg, batch_independent=True)))
+    rel = read_scores(SC.score_corpus(cfg))
+    ind = read_scores(SC.score_corpus(_cfg(cfg, batch_independent=True)))
     assert ind['group'].nunique() == 1
     assert SC.ordering_spearman(ind, ind.assign(score=ind['instance'])) == pytest.approx(1.0)
     # scores of each uid are independent of the batch order in batch-independent mode, not in the paper's mode
-    ind2 = SC.read_scores(SC.score_corpus(_cfg(cfg, batch_independent=True, order_seed=5)))
-    rel2 = SC.read_scores(SC.score_corpus(_cfg(cfg, order_seed=5)))
+    ind2 = read_scores(SC.score_corpus(_cfg(cfg, batch_independent=True, order_seed=5)))
+    rel2 = read_scores(SC.score_corpus(_cfg(cfg, order_seed=5)))
     m = ind.merge(ind2, on='uid')
     np.testing.assert_allclose(m.score_x, m.score_y, rtol=1e-5)
     m = rel.merge(rel2, on='uid')
@@ -76,4 +77,4 @@ def test_errors(setup, tmp_path):
     out = SC.score_corpus(_cfg(cfg, out=str(tmp_path/'s.parquet')))
     with pytest.raises(FileExistsError): SC.score_corpus(_cfg(cfg, out=str(out), overwrite=False))
     pd.DataFrame(dict(uid=['a'])).to_parquet(tmp_path/'bad.parquet')
-    with pytest.raises(ValueError, match='missing columns'): SC.read_scores(tmp_path/'bad.parquet')
+    with pytest.raises(ValueError, match='missing columns'): read_scores(tmp_path/'bad.parquet', SC.RATER_SCORE_COLUMNS)

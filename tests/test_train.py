@@ -1,9 +1,10 @@
 "Tests of alchemist.train: budgets, exact resume after a kill, NaN stop with an intact checkpoint, and bad input."
-import math, re, numpy as np, pytest, torch
+import math, re, pytest, torch
 
 from alchemist.core import config_from_dict
 from alchemist.train import TrainConfig, fit, train, total_steps, load_trained, load_checkpoint, NonFiniteLoss, BatchOrder
-from alchemist.data import write_corpus, write_subset, CorpusError
+from alchemist.data import write_subset, CorpusError
+from alchemist.toy import toy_corpus
 
 torch.set_num_threads(1)
 N = 10
@@ -66,17 +67,13 @@ def test_missing_checkpoint(tmp_path):
 
 
 def test_train_on_corpus_subset(tmp_path):
-    def samples():
-        for i in range(20):
-            a = np.full((16, 16, 3), 255, np.uint8); a[4:12, 4:12] = (200, 30 * (i % 3), 30)
-            yield dict(uid=f't{i:02d}', image=a, caption=f'a square of shade {i % 3}', source='t')
-    man = write_corpus(samples(), tmp_path/'c')
+    man = toy_corpus(tmp_path/'c', n=20, resolution=16)
     tr = man[man.split == 'train'].uid.tolist()
     write_subset(tmp_path/'s.json', tr[:4])
     base = dict(corpus_dir=str(tmp_path/'c'), model=dict(resolution=16), epochs=2, batch_size=4, device='cpu')
     r = train(dict(base, subset=str(tmp_path/'s.json'), out_dir=str(tmp_path/'r')))
     assert r['n_train'] == 4 and r['steps'] == 2
-    write_subset(tmp_path/'bad.json', ['t00', 'ghost'])
+    write_subset(tmp_path/'bad.json', [tr[0], 'ghost'])
     with pytest.raises(CorpusError, match='ghost'): train(dict(base, subset=str(tmp_path/'bad.json'), out_dir=str(tmp_path/'x')))
     (tmp_path/'empty.json').write_text('{"uids": []}')
     with pytest.raises(CorpusError, match='empty'): train(dict(base, subset=str(tmp_path/'empty.json'), out_dir=str(tmp_path/'x')))
