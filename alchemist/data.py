@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #f85c59a7
 from __future__ import annotations
-import io, json, os, re, shutil, tarfile, tempfile
+import io, json, os, re, shutil, tarfile, tempfile, textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -339,16 +339,15 @@ def import_webdataset(shards: Iterable[str | Path], out_dir: str | Path, source:
                     meta = json.loads(g['json']) if 'json' in g else {}
                     meta = {k: v for k, v in meta.items() if k not in ('uid', 'image', 'caption') and isinstance(v, (str, int, float, bool))}
                     yield {**meta, 'uid': _safe_uid(f'{sh.stem}_{key}'), 'image': img, 'caption': cap, 'source': source}
-            except tarfile.TarError as e: _skip(stats, f'corrupt shard {sh.name}')
+            except tarfile.TarError: _skip(stats, f'corrupt shard {sh.name}')
     return _import(gen(), out_dir, stats, **kw)
 
 # %% ../nbs/01_data.ipynb #9b6ba3dc
 def save_image_grid(images, path: str | Path, captions: list | None = None, ncol: int = 8, cell: float = 1.2,
                     title: str | None = None, row_labels: list | None = None) -> Path:
     "Save a PNG grid of images (uint8 NHWC array, list of PIL, or float NCHW in [-1,1]) with optional captions."
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib; matplotlib.use('Agg')   # heavy (~1 s) and needed by this picture only; Agg: no display here
     import matplotlib.pyplot as plt
-    import textwrap
     if hasattr(images, 'detach'): images = tensor_to_images(images)   # a torch tensor in [-1, 1], NCHW
     images = [np.asarray(im) for im in images]
     if not images: raise ValueError("no images to draw")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_evaluate.ipynb #c1111e3a
 from __future__ import annotations
-import json, math, time, warnings
+import json, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +19,13 @@ import pandas as pd
 import torch
 
 # %% ../nbs/11_evaluate.ipynb #c4b58c7a
-from .core import (atomic_path, config_from_dict, config_to_dict, get_device, get_logger, get_profile, progress,
+from .core import (atomic_path, config_from_dict, get_device, get_logger, get_profile, progress,
                             stable_hash, Timer)
 from .image_encoders import ClipLike, ClipLikeConfig, clip_like_for_corpus, effnet_features, EFFNET_INPUT
+from .data import SPLITS, load_images, read_manifest, save_image_grid
+from .encoders import caption_embeddings, rows_for
+from .oracle import attribute_accuracy, load_oracle
+from .synthetic import ATTRIBUTES
 
 # %% ../nbs/11_evaluate.ipynb #47afacbd
 def feature_stats(feats) -> tuple[np.ndarray, np.ndarray]:
@@ -78,21 +82,18 @@ def clip_like_score(images, pooled_text, clip: ClipLike) -> float:
 # %% ../nbs/11_evaluate.ipynb #dabe16d7
 def prompt_attrs(rows: pd.DataFrame) -> list[dict] | None:
     "The attribute dicts of manifest `rows` if they describe synthetic scenes (all of shape/colour/... present), else None."
-    from alchemist.synthetic import ATTRIBUTES
     if 'attrs' not in rows.columns or len(rows) == 0: return None
     out = [json.loads(a) if isinstance(a, str) else (a or {}) for a in rows['attrs']]   # not rows.attrs: pandas metadata
     return out if all(all(k in a for k in ATTRIBUTES) for a in out) else None
 
 def attr_accuracy(images, attrs_list, oracle) -> dict:
     "Oracle-graded accuracy of `images` against `attrs_list`: `{'attr_acc': ..., 'attr_acc_<name>': ...}`."
-    from alchemist.oracle import attribute_accuracy
     acc = attribute_accuracy(oracle, images, attrs_list)
     return {'attr_acc': acc.pop('all'), **{f'attr_acc_{k}': v for k, v in acc.items()}}
 
 # %% ../nbs/11_evaluate.ipynb #3be89591
 def save_sample_grid(images, captions: list, path, ncol: int = 8, title: str | None = None) -> Path:
     "Write a PNG grid of `images` (uint8 NHWC, PIL list or float NCHW in [-1,1]) captioned with `captions`, atomically."
-    from alchemist.data import save_image_grid
     if len(captions) != len(images): raise ValueError(f"{len(images)} images but {len(captions)} captions")
     return save_image_grid(images, path, captions=[str(c) for c in captions], ncol=min(ncol, len(images)), title=title)
 
@@ -132,7 +133,6 @@ def eval_config(profile: str = 'quick', **overrides) -> EvalConfig:
 
 # %% ../nbs/11_evaluate.ipynb #042f771d
 def _split_rows(corpus_dir, cfg: EvalConfig) -> pd.DataFrame:
-    from alchemist.data import read_manifest, SPLITS
     if cfg.split not in SPLITS: raise ValueError(f"EvalConfig.split: unknown split {cfg.split!r}; splits are {SPLITS}")
     man = read_manifest(corpus_dir)
     rows = man[man.split == cfg.split]
@@ -150,7 +150,6 @@ def eval_prompts(corpus_dir, cfg: EvalConfig) -> pd.DataFrame:
 
 def real_features(corpus_dir, resolution: int, cfg: EvalConfig) -> np.ndarray:
     "EfficientNet features `[N,1280]` of the real reference images (split, clean, up to `n_real`), cached under `corpus_dir/cache/`."
-    from alchemist.data import load_images
     rows = _split_rows(corpus_dir, cfg).iloc[:cfg.n_real]
     uids = rows.uid.astype(str).tolist()
     key = stable_hash('\x1f'.join(sorted(uids)), f'effnet|{resolution}|{cfg.effnet_size}')
@@ -182,7 +181,6 @@ def generate(model, tokens, mask, cfg: EvalConfig) -> torch.Tensor:
 
 def evaluate_model(model, corpus_dir, cfg: EvalConfig | dict | None = None, out_dir=None) -> dict:
     "Sample the fixed prompts of `corpus_dir` with fixed noise and compute every metric; a flat dict (grid PNG into `out_dir`)."
-    from alchemist.encoders import caption_embeddings, rows_for
     cfg = cfg if isinstance(cfg, EvalConfig) else eval_config('quick', **(cfg or {}))
     t0 = time.perf_counter(); log = get_logger()
     dev = get_device(cfg.device)
@@ -203,7 +201,6 @@ def evaluate_model(model, corpus_dir, cfg: EvalConfig | dict | None = None, out_
         if 'fd' in cfg.metrics: m['fd_effnet'] = fd_effnet(real, gen)
         if 'kid' in cfg.metrics: m['kid'], m['kid_std'] = kid(real, gen, cfg.kid_subset, cfg.kid_subsets, seed=cfg.seed, return_std=True)
     if 'clip' in cfg.metrics or 'attr' in cfg.metrics:
-        from alchemist.data import load_images
         uniq = list(dict.fromkeys(prompts.uid.astype(str)))
         real_imgs, got = load_images(corpus_dir, res, uids=uniq)
         pos = {u: i for i, u in enumerate(got)}
@@ -217,7 +214,6 @@ def evaluate_model(model, corpus_dir, cfg: EvalConfig | dict | None = None, out_
                  clip_chance_top1=clip.metrics.get('chance_top1', math.nan))
     attrs = prompt_attrs(prompts)
     if 'attr' in cfg.metrics and attrs is not None:
-        from alchemist.oracle import load_oracle
         oracle = load_oracle(res, device=str(dev), path=cfg.oracle_path or None)
         m.update(attr_accuracy(fake, attrs, oracle))
         m['attr_acc_real'] = attr_accuracy(real_imgs, attrs, oracle)['attr_acc']

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_experiments.ipynb #0d154504
 from __future__ import annotations
-import contextlib, dataclasses, hashlib, json, shutil, time
+import contextlib, hashlib, json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +14,20 @@ __all__ = ['RATER_SAMPLERS', 'ExperimentConfig', 'config_hash', 'run_dir_for', '
            'train_and_evaluate', 'run']
 
 # %% ../nbs/13_experiments.ipynb #02db5e25
-import numpy as np
 import pandas as pd
 from .core import (ConfigError, Timer, check_profile, config_from_dict, config_to_dict, data_dir, get_logger,
                             get_profile, read_json, run_record, runs_dir, seed_everything, write_json)
-from .bilevel import MODES
+from .baselines import BASELINES, BaselineConfig, score_baseline
+from .bilevel import MODES, MetaConfig, meta_train
+from .data import read_manifest, read_scores, write_subset
+from .encoders import caption_embeddings
+from .evaluate import eval_config, evaluate_model, real_features
+from .image_encoders import clip_like_for_corpus
+from .scoring import ScoringConfig, score_corpus
+from .select import select
+from .sources import WebConfig, build_web
+from .synthetic import SyntheticConfig, build_synthetic
+from .train import TrainConfig, load_trained, train
 
 # %% ../nbs/13_experiments.ipynb #27ad5dac
 RATER_SAMPLERS = ('top_k', 'bottom_k', 'block', 'gsample', 'shift_gsample')
@@ -79,10 +88,8 @@ def run_dir_for(cfg: ExperimentConfig) -> Path:
 def build_corpus(cfg: ExperimentConfig) -> Path:
     "The corpus folder of `cfg`, built (once) if it does not exist."
     if cfg.corpus == 'synthetic':
-        from alchemist.synthetic import SyntheticConfig, build_synthetic
         return build_synthetic(SyntheticConfig(n=cfg.corpus_n, resolution=cfg.resolution, seed=cfg.corpus_seed))
     if cfg.corpus == 'web':
-        from alchemist.sources import WebConfig, build_web
         # a subsample gets its own folder (and leaves the full corpus's data card alone)
         # (`build_web` names a subsample's folder after its limit, e.g. web-n1000-16px)
         return build_web(config_from_dict(WebConfig, dict(resolution=cfg.resolution, limit=cfg.corpus_n, name='web',
@@ -97,9 +104,6 @@ def rater_dir(cfg: ExperimentConfig, corpus_dir: Path) -> Path:
 
 def rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict]:
     "Meta-train the rater (or reuse it) and score the train split with it."
-    from alchemist.bilevel import MetaConfig, meta_train
-    from alchemist.scoring import ScoringConfig, score_corpus
-    from alchemist.data import read_manifest, read_scores
     n_held = int((read_manifest(corpus_dir).split == 'heldout').sum())
     batch = cfg.meta_batch
     while batch > 2 and batch > n_held: batch //= 2
@@ -122,7 +126,6 @@ def rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame,
 
 def baseline_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict]:
     "Scores of a baseline on the train split (higher = keep)."
-    from alchemist.baselines import BaselineConfig, score_baseline
     bcfg = BaselineConfig(resolution=cfg.resolution, split='train', seed=cfg.seed, device=cfg.device,
                           clip_steps=get_profile(cfg.profile).baseline_clip_steps)
     with Timer() as t: df = score_baseline(cfg.method, corpus_dir, bcfg)
@@ -131,9 +134,6 @@ def baseline_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFra
 # %% ../nbs/13_experiments.ipynb #a08788be
 def choose_subset(cfg: ExperimentConfig, corpus_dir: Path, out: Path) -> tuple[list, dict]:
     "Score the pool as `cfg.method` says, draw the subset, write `out/subset.json`; return the uids and timing info."
-    from alchemist.baselines import BASELINES
-    from alchemist.data import read_manifest, write_subset
-    from alchemist.select import select
     man = read_manifest(corpus_dir); pool = man[man.split == 'train']
     if len(pool) == 0: raise ConfigError(f"{corpus_dir} has an empty train split")
     info = dict(n_pool=len(pool))
@@ -156,7 +156,6 @@ def choose_subset(cfg: ExperimentConfig, corpus_dir: Path, out: Path) -> tuple[l
 
 def subset_stats(corpus_dir: Path, uids: list) -> dict:
     "What the subset holds: size, and (where the corpus has defect labels) the share of each defect."
-    from alchemist.data import read_manifest
     man = read_manifest(corpus_dir); sel = man[man.uid.isin(set(uids))]
     st = dict(n_selected=len(sel))
     if (man.defect != 'clean').any():
@@ -168,16 +167,12 @@ def subset_stats(corpus_dir: Path, uids: list) -> dict:
 # %% ../nbs/13_experiments.ipynb #e3a878f4
 def eval_config_for(cfg: ExperimentConfig):
     "The `EvalConfig` of an experiment: its profile's, with the sample count and sampler steps it sets."
-    from alchemist.evaluate import eval_config
     # the profile sets the judges' own budgets (CLIP-like tower steps, real-image count)
     over = {k: v for k, v in dict(n_samples=cfg.eval_samples, steps=cfg.eval_steps).items() if v > 0}
     return eval_config(cfg.profile, guidance=cfg.guidance, device=cfg.device, **over)
 
 def warm_caches(cfg: ExperimentConfig, corpus_dir: Path) -> None:
     "Build the per-corpus caches that training and evaluation read (caption embeddings, real-image features, CLIP-like judge)."
-    from alchemist.encoders import caption_embeddings
-    from alchemist.evaluate import real_features
-    from alchemist.image_encoders import clip_like_for_corpus
     ecfg = eval_config_for(cfg)
     caption_embeddings(corpus_dir, max_tokens=ecfg.max_tokens)
     if {'fd', 'kid'} & set(ecfg.metrics): real_features(corpus_dir, cfg.resolution, ecfg)
@@ -190,7 +185,7 @@ def corpus_lock(cfg: ExperimentConfig):
     d = data_dir()/'.locks'; d.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha1(f"{cfg.corpus}|{cfg.corpus_n}|{cfg.resolution}|{cfg.corpus_seed}".encode()).hexdigest()[:12]
     with open(d/f'corpus-{key}.lock', 'w') as f:
-        try: import fcntl
+        try: import fcntl   # POSIX only: where it is missing (Windows) sweeps run with --jobs 1
         except ImportError: fcntl = None   # no flock (Windows): run sweeps with --jobs 1
         if fcntl: fcntl.flock(f, fcntl.LOCK_EX)
         try: yield
@@ -200,9 +195,6 @@ def corpus_lock(cfg: ExperimentConfig):
 # %% ../nbs/13_experiments.ipynb #d4ec2c21
 def train_and_evaluate(cfg: ExperimentConfig, corpus_dir: Path, out: Path, n_pool: int) -> dict:
     "Downstream training on `out/subset.json` at the config's budget, then every metric."
-    from alchemist.evaluate import eval_config, evaluate_model
-    from alchemist.t2i import T2IConfig
-    from alchemist.train import TrainConfig, load_trained, train
     tcfg = config_from_dict(TrainConfig, dict(
         corpus_dir=str(corpus_dir), subset=str(out/'subset.json'), model=dict(family=cfg.family, size=cfg.size, resolution=cfg.resolution),
         budget=cfg.budget, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,

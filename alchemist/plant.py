@@ -4,7 +4,7 @@
 
 # %% ../nbs/02c_plant.ipynb #ddf17b60
 from __future__ import annotations
-import dataclasses, json
+import json
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -200,7 +200,7 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
         log.info(f"resuming {run_dir} at step {step}/{T}")
     order = BatchOrder(N, cfg.batch_size, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    step_times, step_cpu, start_step = [], [], step
+    step_times, step_cpu = [], []
     bar = progress(total=T, initial=step, desc=f"train {cfg.model.family}-{cfg.model.size} {r}px")
     if on_step is not None and step == 0: on_step(0, model)
     with Timer() as wall:
