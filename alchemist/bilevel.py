@@ -12,7 +12,7 @@ from pathlib import Path
 __all__ = ['MODES', 'TOY_DEFECTS', 'MetaConfig', 'lam_at', 'MetaSplit', 'Batch', 'make_batch', 'meta_splits', 'toy_meta_splits',
            'corpus_splits', 'corpus_fingerprint', 'TinyT2I', 'LossModule', 'n_train_timesteps', 'build_proxy',
            'weighted_mean', 'unrolled_outer_loss', 'alignment_weights', 'MetaState', 'meta_gradient_fd_check',
-           'run_dir_for', 'meta_train']
+           'meta_run_dir', 'meta_train']
 
 # %% ../nbs/07_bilevel.ipynb #ae9f3304
 import numpy as np
@@ -421,7 +421,7 @@ def _train_idx(seed: int, draw: int, n: int, b: int) -> np.ndarray:
 def _heldout_perm(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, 2, epoch]).permutation(n)
 
-def run_dir_for(cfg: MetaConfig) -> Path:
+def meta_run_dir(cfg: MetaConfig) -> Path:
     "The run folder of `cfg`: `out_dir`, else runs/bilevel/<mode>-s<seed>."
     return Path(cfg.out_dir) if cfg.out_dir else runs_dir()/'bilevel'/f'{cfg.mode}-s{cfg.seed}'
 
@@ -451,7 +451,7 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
     st = MetaState(cfg, proxy, rater)
     T = n_train_timesteps(proxy)
 
-    rd = run_dir_for(cfg); ck_path = rd/'checkpoint.pt'
+    rd = meta_run_dir(cfg); ck_path = rd/'checkpoint.pt'
     history, start = [], 0
     if ck_path.exists() and cfg.resume:
         ck = torch.load(ck_path, map_location=dev, weights_only=False)

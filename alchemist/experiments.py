@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RATER_SAMPLERS', 'ExperimentConfig', 'config_hash', 'run_dir_for', 'build_corpus', 'rater_dir', 'rater_scores',
+__all__ = ['RATER_SAMPLERS', 'ExperimentConfig', 'config_hash', 'experiment_dir', 'build_corpus', 'rater_dir', 'rater_scores',
            'baseline_scores', 'choose_subset', 'subset_stats', 'eval_config_for', 'warm_caches', 'corpus_lock',
            'train_and_evaluate', 'run']
 
@@ -81,7 +81,7 @@ def config_hash(cfg: ExperimentConfig, exclude=('out_dir', 'device')) -> str:
     d = {k: v for k, v in config_to_dict(cfg).items() if k not in exclude}
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
-def run_dir_for(cfg: ExperimentConfig) -> Path:
+def experiment_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.out_dir) if cfg.out_dir else runs_dir()/'experiments'/f'{cfg.method}-{config_hash(cfg)}'
 
 # %% ../nbs/13_experiments.ipynb #4704bbd6
@@ -209,7 +209,7 @@ def train_and_evaluate(cfg: ExperimentConfig, corpus_dir: Path, out: Path, n_poo
 def run(cfg: ExperimentConfig | dict) -> dict:
     "Run one experiment end to end; return its flat metrics dict (also written to `<run dir>/metrics.json`)."
     if isinstance(cfg, dict): cfg = config_from_dict(ExperimentConfig, cfg)
-    out = run_dir_for(cfg); out.mkdir(parents=True, exist_ok=True)
+    out = experiment_dir(cfg); out.mkdir(parents=True, exist_ok=True)
     done = out/'metrics.json'
     if done.exists():
         prev = read_json(done)
