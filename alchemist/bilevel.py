@@ -20,7 +20,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # %% ../nbs/07_bilevel.ipynb #8bc7dff2
 from .core import (ConfigError, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress,
@@ -28,6 +27,7 @@ from .core import (ConfigError, atomic_path, config_from_dict, config_to_dict, g
 from .data import corpus_info, images_to_tensor, load_images, read_manifest
 from .encoders import TextBatch, caption_embeddings, rows_for
 from .rater import Rater, RaterConfig, save_rater
+from .t2i import T2IConfig, build_t2i, use_math_attention
 from .toy import toy_samples, toy_text_batch
 
 # %% ../nbs/07_bilevel.ipynb #394f7cdd
@@ -229,7 +229,6 @@ def n_train_timesteps(model: nn.Module) -> int:
 def build_proxy(cfg: MetaConfig) -> nn.Module:
     "The proxy T2I model of `cfg`: `TinyT2I` for proxy='tiny', else `alchemist.t2i.build_t2i`."
     if cfg.proxy == 'tiny': return TinyT2I(cfg.resolution, **cfg.proxy_kwargs)
-    from alchemist.t2i import T2IConfig, build_t2i   # diffusers is slow to import; the 'tiny' proxy and readers of MODES do not need it
     tc = config_from_dict(T2IConfig, dict(family=cfg.proxy, size=cfg.proxy_size, resolution=cfg.resolution, **cfg.proxy_kwargs), 'MetaConfig.proxy_kwargs')
     m = build_t2i(tc, seed=cfg.seed)
     if cfg.mode != 'penalty' and hasattr(m, 'set_math_attention'): m.set_math_attention()   # double backward / vmap friendly attention
@@ -237,10 +236,6 @@ def build_proxy(cfg: MetaConfig) -> nn.Module:
 
 def _loss(lm: LossModule, pb: dict, b: Batch) -> torch.Tensor:
     return functional_call(lm, pb, (b.x, b.tokens, b.mask), dict(timesteps=b.t, noise=b.noise))
-
-def _math_attention():
-    "Double backward on CPU needs the math attention kernel (the fused ones have no double backward)."
-    return sdpa_kernel(SDPBackend.MATH)
 
 # %% ../nbs/07_bilevel.ipynb #4657f3f9
 def weighted_mean(w: torch.Tensor, l: torch.Tensor, rater_cfg: RaterConfig) -> torch.Tensor:
@@ -346,7 +341,7 @@ class MetaState:
         cfg, R = self.cfg, self.rater
         params, buffers = dict(self.lm.named_parameters()), dict(self.lm.named_buffers())
         rp, pp = list(R.parameters()), list(params.values())
-        with _math_attention():
+        with use_math_attention():   # double backward on CPU needs the math kernel
             L_out, inner, st = unrolled_outer_loss(self.lm, params, buffers, R, bts, bv, cfg.inner_lr)
             grads = torch.autograd.grad(L_out, rp + pp, allow_unused=True)
         g_r, g_look = grads[:len(rp)], grads[len(rp):]
@@ -359,7 +354,7 @@ class MetaState:
     def alignment_step(self, bv: Batch, bts: list, lam: float) -> dict:
         cfg, R, bt = self.cfg, self.rater, bts[0]
         params, buffers = dict(self.lm.named_parameters()), dict(self.lm.named_buffers())
-        with _math_attention():
+        with use_math_attention():   # double backward on CPU needs the math kernel
             a, w, G, gv, l, L_val = alignment_weights(self.lm, params, buffers, bt, bv, cfg.vmap_chunk or None)
         names, pp = list(params), list(params.values())
         self.opt_p.zero_grad(set_to_none=True)
