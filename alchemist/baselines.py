@@ -41,6 +41,8 @@ class BaselineConfig:
     edge_threshold: float = 0.15   # Sobel magnitude (grey in [0,1], /4 so a unit step gives 1) of a thinned edge pixel
     clip_checkpoint: str = ''      # CLIP-like model checkpoint ('' = alchemist.image_encoders' cached/trained model for the corpus)
     clip_steps: int = 0            # training steps of that model when it is trained here (0 = ClipLikeConfig's default)
+    clip_splits: tuple = ('heldout',)  # splits that tower trains on: the reference split, never the eval split the judge's tower reads
+    clip_clean_only: bool = False  # train it on the rows labelled clean only (a clean reference, as MetaConfig.heldout='clean')
     aesthetic_target: str = 'auto'    # 'labels': clean vs image-degraded rows of a small labelled sample; 'degraded': a sample vs
                                       # degraded copies of it (blur/noise/jpeg/low contrast); 'reference': reference corpus vs this one;
                                       # 'auto': 'labels' when the sample has degraded rows (synthetic), else 'degraded' (web)
@@ -111,7 +113,8 @@ def _split_images(corpus_dir, cfg: BaselineConfig, split: str | None = None) -> 
 def clip_embedder(corpus_dir, cfg: BaselineConfig) -> Embedder:
     "The corpus's CLIP-like model (`alchemist.image_encoders`; `cfg.clip_checkpoint` or the cached/trained default) + frozen MiniLM."
     model = (ClipLike.load(cfg.clip_checkpoint, cfg.device) if cfg.clip_checkpoint
-             else clip_like_for_corpus(corpus_dir, cfg.resolution, {'device': cfg.device, **({'steps': cfg.clip_steps} if cfg.clip_steps else {})}))
+             else clip_like_for_corpus(corpus_dir, cfg.resolution, {'device': cfg.device, 'splits': tuple(cfg.clip_splits), 'clean_only': cfg.clip_clean_only,
+                                                                   **({'steps': cfg.clip_steps} if cfg.clip_steps else {})}))
     cache = {}
     def texts(caps):
         if not cache:   # pooled MiniLM embeddings of every manifest caption, from the corpus's caption cache

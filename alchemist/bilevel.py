@@ -10,9 +10,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['MODES', 'TOY_DEFECTS', 'MetaConfig', 'lam_at', 'MetaSplit', 'Batch', 'make_batch', 'meta_splits', 'toy_meta_splits',
-           'corpus_splits', 'corpus_fingerprint', 'TinyT2I', 'LossModule', 'n_train_timesteps', 'build_proxy',
-           'weighted_mean', 'unrolled_outer_loss', 'alignment_weights', 'MetaState', 'meta_gradient_fd_check',
-           'meta_run_dir', 'meta_train']
+           'reference_uids', 'corpus_splits', 'corpus_fingerprint', 'TinyT2I', 'LossModule', 'n_train_timesteps',
+           'build_proxy', 'weighted_mean', 'unrolled_outer_loss', 'alignment_weights', 'MetaState',
+           'meta_gradient_fd_check', 'meta_run_dir', 'meta_train']
 
 # %% ../nbs/07_bilevel.ipynb #ae9f3304
 import numpy as np
@@ -24,7 +24,7 @@ from torch.func import functional_call, grad_and_value, vmap
 # %% ../nbs/07_bilevel.ipynb #8bc7dff2
 from .core import (ConfigError, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress,
                             run_record, runs_dir, seed_everything, stable_hash, write_json)
-from .data import corpus_info, images_to_tensor, load_images, read_manifest
+from .data import corpus_info, images_to_tensor, load_images, read_manifest, read_subset
 from .encoders import TextBatch, caption_embeddings, rows_for
 from .rater import Rater, RaterConfig, save_rater
 from .t2i import T2IConfig, build_t2i, use_math_attention
@@ -37,6 +37,8 @@ MODES = ('penalty', 'unrolled', 'alignment')
 class MetaConfig:
     mode: str = 'penalty'            # 'penalty' (released code) | 'unrolled' (K-step second order) | 'alignment' (Ren et al.)
     corpus: str = ''                 # corpus folder (alchemist.data format); '' = the built-in toy stand-in
+    heldout: str = 'as_is'           # the reference the outer loss reads: 'as_is' (the paper: the held-out split as it is), 'clean' (its
+                                     # rows labelled clean: ground truth) or the path of a subset manifest (a user's small curated set)
     resolution: int = 32             # image side for the proxy and the rater
     max_tokens: int = 16             # caption tokens given to the proxy
     toy_n: int = 512                 # pairs in the toy stand-in corpus (corpus='')
@@ -145,15 +147,34 @@ def toy_meta_splits(n: int = 512, resolution: int = 32, seed: int = 0, text_dim:
                        [x['split'] for x in s], [x['defect'] for x in s])
 
 # %% ../nbs/07_bilevel.ipynb #1646a85f
-def corpus_splits(corpus_dir: str | Path, resolution: int, max_tokens: int = 16) -> dict:
-    "dict(train=MetaSplit, heldout=MetaSplit) of a corpus folder: images from `load_images`, captions from `caption_embeddings`."
+def reference_uids(man, heldout: str = 'as_is') -> list | None:
+    "The uids of the meta-training reference: None = the whole held-out split ('as_is'); its clean rows; or a subset manifest's."
+    if heldout == 'as_is': return None
+    if heldout == 'clean':
+        if 'defect' not in man.columns or not (man.defect == 'clean').any(): raise ConfigError("MetaConfig.heldout='clean' needs defect labels (ground truth) in the manifest")
+        uids = man.uid[(man.split == 'heldout') & (man.defect == 'clean')].tolist()
+        if not uids: raise ConfigError("MetaConfig.heldout='clean': the held-out split has no clean rows")
+        return uids
+    if not Path(heldout).exists(): raise ConfigError(f"MetaConfig.heldout must be 'as_is', 'clean' or a subset manifest; no file {heldout}")
+    uids = read_subset(heldout).uids
+    inside = set(man.uid); missing = [u for u in uids if u not in inside]
+    if missing: raise ConfigError(f"{heldout}: {len(missing)} uids are not in the corpus, e.g. {missing[:3]}")
+    overlap = set(uids) & set(man.uid[man.split == 'train'])
+    if overlap: raise ConfigError(f"{heldout}: {len(overlap)} reference uids are in the train split (the pool the rater scores), e.g. {sorted(overlap)[:3]}")
+    return uids
+
+def corpus_splits(corpus_dir: str | Path, resolution: int, max_tokens: int = 16, heldout: str = 'as_is') -> dict:
+    """dict(train=MetaSplit, heldout=MetaSplit) of a corpus folder: images from `load_images`, captions from `caption_embeddings`;
+    `heldout` chooses the reference rows (`reference_uids`)."""
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.exists(): raise FileNotFoundError(f"no corpus folder {corpus_dir}")
     tb = caption_embeddings(corpus_dir, max_tokens=max_tokens)
-    man = read_manifest(corpus_dir).set_index('uid')
+    man = read_manifest(corpus_dir)
+    ref = reference_uids(man, heldout)
+    man = man.set_index('uid')
     out = {}
     for split in ('train', 'heldout'):
-        imgs, uids = load_images(corpus_dir, resolution, split=split)
+        imgs, uids = load_images(corpus_dir, resolution, split=split) if split == 'train' or ref is None else load_images(corpus_dir, resolution, uids=ref)
         t = rows_for(tb, uids)
         defect = list(man.loc[uids, 'defect']) if 'defect' in man.columns else None
         out[split] = MetaSplit(imgs, t.tokens.float(), t.mask.bool(), t.pooled.float(), uids, defect)
@@ -433,7 +454,7 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
     log, dev = get_logger('alchemist.bilevel'), get_device(cfg.device)
     seed_everything(cfg.seed)
     if splits is None:
-        splits = corpus_splits(cfg.corpus, cfg.resolution, cfg.max_tokens) if cfg.corpus else toy_meta_splits(cfg.toy_n, cfg.resolution, seed=cfg.seed)
+        splits = corpus_splits(cfg.corpus, cfg.resolution, cfg.max_tokens, cfg.heldout) if cfg.corpus else toy_meta_splits(cfg.toy_n, cfg.resolution, seed=cfg.seed)
     for k in ('train', 'heldout'):
         if k not in splits or len(splits[k]) == 0: raise ValueError(f"meta_train needs a non-empty '{k}' split")
         if splits[k].images.shape[1] != cfg.resolution: raise ValueError(f"'{k}' images are {splits[k].images.shape[1]} px, config says resolution={cfg.resolution}")

@@ -9,36 +9,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RATER_SAMPLERS', 'ExperimentConfig', 'config_hash', 'experiment_dir', 'build_corpus', 'rater_dir', 'rater_scores',
-           'baseline_scores', 'choose_subset', 'subset_stats', 'eval_config_for', 'warm_caches', 'corpus_lock',
-           'train_and_evaluate', 'run']
+__all__ = ['RATER_SAMPLERS', 'CALIBRATION', 'ExperimentConfig', 'config_hash', 'experiment_dir', 'build_corpus', 'plant_config',
+           'rater_dir', 'rater_scores', 'baseline_scores', 'choose_subset', 'calibration_subset', 'subset_stats',
+           'eval_config_for', 'warm_caches', 'corpus_lock', 'train_and_evaluate', 'run']
 
 # %% ../nbs/13_experiments.ipynb #02db5e25
+import numpy as np
 import pandas as pd
 from .core import (ConfigError, Timer, check_profile, config_from_dict, config_to_dict, data_dir, get_logger,
-                            get_profile, read_json, run_record, runs_dir, seed_everything, write_json)
+                            get_profile, read_json, run_record, runs_dir, seed_everything, stable_hash, write_json)
 from .baselines import BASELINES, BaselineConfig, score_baseline
-from .bilevel import MODES, MetaConfig, meta_train
+from .bilevel import MODES, MetaConfig, meta_train, reference_uids
 from .data import read_manifest, read_scores, write_subset
 from .encoders import caption_embeddings
 from .evaluate import eval_config, evaluate_model, real_features
 from .image_encoders import clip_like_for_corpus
 from .scoring import ScoringConfig, score_corpus
-from .select import select
+from .plant import PlantConfig, plant_corpus
+from .select import budget_for, select
 from .sources import WebConfig, build_web
 from .synthetic import SyntheticConfig, build_synthetic
 from .train import TrainConfig, load_trained, train
 
 # %% ../nbs/13_experiments.ipynb #27ad5dac
 RATER_SAMPLERS = ('top_k', 'bottom_k', 'block', 'gsample', 'shift_gsample')
+CALIBRATION = ('oracle', 'defects_only')   # ground-truth bounds (corpora with defect labels)
 
 @dataclass
 class ExperimentConfig:
     # corpus
-    corpus: str = 'synthetic'      # 'synthetic', 'web', or the path of a corpus folder
+    corpus: str = 'synthetic'      # 'synthetic', 'web', 'web-planted' (web with planted, labelled defects) or a corpus folder
     corpus_n: int = 600            # synthetic: samples generated; web: limit (0 = all)
     resolution: int = 16           # working resolution in px (16, 32, 64)
-    corpus_seed: int = 0           # seed of the synthetic generator (the corpus stays fixed across run seeds)
+    corpus_seed: int = 0           # seed of the synthetic generator and of the planting (the corpus stays fixed across run seeds)
+    plant_rate: float = 0.44       # web-planted: share of train and held-out pairs planted (half caption swaps, half the 4 image degradations)
     # selection
     method: str = 'alchemist'      # see the table above
     retention: float = 0.5         # fraction of the train split kept (ignored by 'full')
@@ -48,6 +52,7 @@ class ExperimentConfig:
     block_start: float = 40.0      # block sampler: first percentile of the 20% slice
     # rater meta-training
     meta_mode: str = 'penalty'     # 'penalty' (released code), 'unrolled' (DataRater), 'alignment' (Ren et al.)
+    heldout: str = 'as_is'         # meta-training reference: 'as_is' (the paper's held-out slice), 'clean' (its clean rows) or a subset manifest
     group_mlp: bool = True         # batch-level Group MLP on/off
     meta_epochs: int = 2           # passes over the held-out split
     proxy_size: str = 's'          # proxy T2I model size for meta-training
@@ -58,6 +63,7 @@ class ExperimentConfig:
     budget: str = 'epochs'         # 'epochs' (paper: a 50% subset gets half the steps) or 'steps'
     epochs: float = 2.0            # epochs over the selected subset when budget='epochs'
     steps: int = 0                 # optimiser steps when budget='steps'
+    eval_at: tuple = ()            # earlier steps also evaluated (from EMA snapshots of the same run): a learning curve in `records`
     batch_size: int = 64           # downstream batch size
     # evaluation
     eval_samples: int = 0          # generated images per evaluation; 0 = the profile's default (alchemist.core.PROFILES)
@@ -74,6 +80,9 @@ class ExperimentConfig:
         if not 0 < self.retention <= 1: raise ConfigError(f"ExperimentConfig.retention must be in (0, 1], got {self.retention}")
         if self.budget not in ('epochs', 'steps'): raise ConfigError(f"ExperimentConfig.budget must be 'epochs' or 'steps', got {self.budget!r}")
         if self.meta_mode not in MODES: raise ConfigError(f"ExperimentConfig.meta_mode must be one of {MODES}, got {self.meta_mode!r}")
+        if not 0 <= self.plant_rate < 1: raise ConfigError(f"ExperimentConfig.plant_rate must be in [0, 1), got {self.plant_rate}")
+        if self.budget == 'steps' and self.steps < 1: raise ConfigError("ExperimentConfig.budget='steps' needs steps >= 1")
+        if any(int(k) < 1 for k in self.eval_at): raise ConfigError(f"ExperimentConfig.eval_at must be steps >= 1, got {self.eval_at}")
 
 # %% ../nbs/13_experiments.ipynb #87906c1e
 def config_hash(cfg: ExperimentConfig, exclude=('out_dir', 'device')) -> str:
@@ -94,17 +103,27 @@ def build_corpus(cfg: ExperimentConfig) -> Path:
         # (`build_web` names a subsample's folder after its limit, e.g. web-n1000-16px)
         return build_web(config_from_dict(WebConfig, dict(resolution=cfg.resolution, limit=cfg.corpus_n, name='web',
                                                           write_card=cfg.corpus_n == 0)))
+    if cfg.corpus == 'web-planted':
+        src = build_web(config_from_dict(WebConfig, dict(resolution=cfg.resolution, limit=cfg.corpus_n, name='web', write_card=False)))
+        return plant_corpus(src, plant_config(cfg))
     p = Path(cfg.corpus)
-    if not (p/'manifest.parquet').exists(): raise ConfigError(f"ExperimentConfig.corpus={cfg.corpus!r} is neither 'synthetic', 'web' nor a corpus folder")
+    if not (p/'manifest.parquet').exists(): raise ConfigError(f"ExperimentConfig.corpus={cfg.corpus!r} is neither 'synthetic', 'web', 'web-planted' nor a corpus folder")
     return p
+
+def plant_config(cfg: ExperimentConfig) -> PlantConfig:
+    "The planting of `web-planted`: `plant_rate` split half to caption swaps, half evenly over the four image degradations."
+    r = cfg.plant_rate
+    return PlantConfig(rate_caption_swap=r / 2, rate_blur=r / 8, rate_noise=r / 8, rate_jpeg=r / 8, rate_lowcontrast=r / 8, seed=cfg.corpus_seed)
 
 def rater_dir(cfg: ExperimentConfig, corpus_dir: Path) -> Path:
     "Where the rater for this corpus and meta-training setting lives (shared by every experiment that uses it)."
-    return Path(corpus_dir)/'raters'/f'{cfg.meta_mode}-g{int(cfg.group_mlp)}-e{cfg.meta_epochs}-{cfg.proxy_size}-{cfg.resolution}px-s{cfg.seed}'
+    ref = '' if cfg.heldout == 'as_is' else '-ref' + ('clean' if cfg.heldout == 'clean' else f"{stable_hash(str(Path(cfg.heldout).resolve())) % 16**8:08x}")
+    return Path(corpus_dir)/'raters'/f'{cfg.meta_mode}-g{int(cfg.group_mlp)}-e{cfg.meta_epochs}-{cfg.proxy_size}-{cfg.resolution}px{ref}-s{cfg.seed}'
 
 def rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict]:
     "Meta-train the rater (or reuse it) and score the train split with it."
-    n_held = int((read_manifest(corpus_dir).split == 'heldout').sum())
+    man = read_manifest(corpus_dir); ref = reference_uids(man, cfg.heldout)
+    n_held = int((man.split == 'heldout').sum()) if ref is None else len(ref)
     batch = cfg.meta_batch
     while batch > 2 and batch > n_held: batch //= 2
     if batch != cfg.meta_batch: get_logger('alchemist.experiments').warning(f"held-out split has {n_held} pairs: meta batch {cfg.meta_batch} -> {batch}")
@@ -113,7 +132,7 @@ def rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame,
         with Timer() as t:
             res = meta_train(MetaConfig(mode=cfg.meta_mode, corpus=str(corpus_dir), resolution=cfg.resolution, proxy_size=cfg.proxy_size,
                                         rater=dict(resolution=cfg.resolution, group_mlp=cfg.group_mlp), epochs=cfg.meta_epochs,
-                                        batch=batch, seed=cfg.seed, device=cfg.device, out_dir=str(out)))
+                                        batch=batch, seed=cfg.seed, device=cfg.device, heldout=cfg.heldout, out_dir=str(out)))
         ckpt = Path(res['rater_checkpoint'])
         write_json(out/'done.json', dict(rater_checkpoint=str(ckpt), seconds=t.wall, cpu_ratio=t.cpu_ratio))
     done = read_json(out/'done.json'); info['rater_seconds'] = done['seconds']; ckpt = Path(done['rater_checkpoint'])
@@ -127,7 +146,7 @@ def rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame,
 def baseline_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict]:
     "Scores of a baseline on the train split (higher = keep)."
     bcfg = BaselineConfig(resolution=cfg.resolution, split='train', seed=cfg.seed, device=cfg.device,
-                          clip_steps=get_profile(cfg.profile).baseline_clip_steps)
+                          clip_steps=get_profile(cfg.profile).baseline_clip_steps, clip_clean_only=cfg.heldout == 'clean')
     with Timer() as t: df = score_baseline(cfg.method, corpus_dir, bcfg)
     return df, dict(score_seconds=t.wall)
 
@@ -140,6 +159,8 @@ def choose_subset(cfg: ExperimentConfig, corpus_dir: Path, out: Path) -> tuple[l
     if cfg.method == 'full': uids = list(pool.uid)
     elif cfg.method == 'random':
         uids = select('random', pd.DataFrame(dict(uid=pool.uid, score=0.0)), cfg.retention, cfg.seed)
+    elif cfg.method in CALIBRATION:
+        uids, more = calibration_subset(pool, cfg.method, cfg.retention, cfg.seed); info.update(more)
     elif cfg.method in ('alchemist',) + RATER_SAMPLERS:
         scores, more = rater_scores(cfg, corpus_dir); info.update(more)
         sampler = 'shift_gsample' if cfg.method == 'alchemist' else cfg.method
@@ -150,9 +171,19 @@ def choose_subset(cfg: ExperimentConfig, corpus_dir: Path, out: Path) -> tuple[l
         scores, more = baseline_scores(cfg, corpus_dir); info.update(more)
         uids = select('top_k', scores[['uid', 'score']], cfg.retention, cfg.seed)
     else:
-        raise ConfigError(f"unknown method {cfg.method!r}: choose full, random, alchemist, {', '.join(RATER_SAMPLERS)} or a baseline {BASELINES}")
+        raise ConfigError(f"unknown method {cfg.method!r}: choose full, random, {', '.join(CALIBRATION)}, alchemist, {', '.join(RATER_SAMPLERS)} or a baseline {BASELINES}")
     write_subset(out/'subset.json', uids, method=cfg.method, retention=cfg.retention, seed=cfg.seed)
     return uids, info
+
+def calibration_subset(pool: pd.DataFrame, method: str, retention: float, seed: int) -> tuple[list, dict]:
+    """The bounds every selector is read against, from ground truth: `oracle` draws the subset of the requested size from the
+    pool's clean pairs, `defects_only` from its defective ones (uniformly, seeded). Where a side runs out, all of it is taken
+    and `oracle_short` says so (the subset is then smaller than the budget)."""
+    if (pool.defect == 'clean').all(): raise ConfigError(f"method {method!r} needs ground truth: the pool has no defect labels (every row 'clean')")
+    n = budget_for(len(pool), retention)
+    side = pool.uid[(pool.defect == 'clean') == (method == 'oracle')].tolist()
+    take = np.sort(np.random.default_rng([seed, 7]).choice(len(side), size=min(n, len(side)), replace=False))
+    return [side[i] for i in take], dict(budget_n=n, n_side=len(side), oracle_short=len(side) < n)
 
 def subset_stats(corpus_dir: Path, uids: list) -> dict:
     "What the subset holds: size, and (where the corpus has defect labels) the share of each defect."
@@ -198,12 +229,19 @@ def train_and_evaluate(cfg: ExperimentConfig, corpus_dir: Path, out: Path, n_poo
     tcfg = config_from_dict(TrainConfig, dict(
         corpus_dir=str(corpus_dir), subset=str(out/'subset.json'), model=dict(family=cfg.family, size=cfg.size, resolution=cfg.resolution),
         budget=cfg.budget, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
-        out_dir=str(out/'train')))
+        keep_steps=tuple(sorted({int(k) for k in cfg.eval_at})), out_dir=str(out/'train')))
     with Timer() as t: tr = train(tcfg)
-    model = load_trained(tr['run_dir'], ema=True)
-    with Timer() as te: ev = evaluate_model(model, corpus_dir, eval_config_for(cfg), out_dir=out/'eval')
-    return dict(train_seconds=t.wall, train_steps=tr.get('steps'), final_loss=tr.get('final_loss'),
-                images_per_s=tr.get('images_per_s'), eval_seconds=te.wall, **ev)
+    ecfg = eval_config_for(cfg)
+    with Timer() as te: ev = evaluate_model(load_trained(tr['run_dir'], ema=True), corpus_dir, ecfg, out_dir=out/'eval')
+    res = dict(budget=cfg.budget, train_seconds=t.wall, train_steps=tr.get('steps'), final_loss=tr.get('final_loss'),
+               images_per_s=tr.get('images_per_s'), cpu_ratio=tr.get('cpu_ratio'), eval_seconds=te.wall, **ev)
+    if cfg.eval_at:   # a learning curve from the same run: every kept step, then the last
+        curve = [dict(step=k, **_numbers(evaluate_model(load_trained(tr['run_dir'], step=k), corpus_dir, ecfg)))
+                 for k in tcfg.keep_steps if k < tr['steps']]
+        res['records'] = curve + [dict(step=tr['steps'], **_numbers(ev))]
+    return res
+
+def _numbers(ev: dict) -> dict: return {k: v for k, v in ev.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 # %% ../nbs/13_experiments.ipynb #458d0f88
 def run(cfg: ExperimentConfig | dict) -> dict:
@@ -225,6 +263,6 @@ def run(cfg: ExperimentConfig | dict) -> dict:
         log.info(f"[{cfg.method}] {stats['n_selected']} of {info['n_pool']} selected; training")
         res = train_and_evaluate(cfg, corpus_dir, out, info['n_pool'])
     metrics = dict(method=cfg.method, retention=cfg.retention if cfg.method != 'full' else 1.0, seed=cfg.seed, profile=cfg.profile,
-                   corpus=cfg.corpus, **info, **stats, **res, wall_seconds=t.wall)
+                   corpus=cfg.corpus, heldout=cfg.heldout, **info, **stats, **res, wall_seconds=t.wall)
     write_json(done, dict(config_hash=config_hash(cfg), metrics=metrics, record=run_record(cfg, corpus_dir=str(corpus_dir))))
     return metrics

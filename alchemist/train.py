@@ -11,7 +11,8 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['CKPT', 'TrainConfig', 'total_steps', 'BatchOrder', 'step_generator', 'EMA', 'save_checkpoint', 'load_checkpoint',
-           'load_trained', 'save_loss_curve', 'NonFiniteLoss', 'fit', 'load_train_data', 'default_run_dir', 'train']
+           'snapshot_path', 'save_snapshot', 'load_trained', 'save_loss_curve', 'NonFiniteLoss', 'fit',
+           'load_train_data', 'default_run_dir', 'train']
 
 # %% ../nbs/10_train.ipynb #12291069
 import numpy as np
@@ -43,6 +44,7 @@ class TrainConfig:
     ema_decay: float = 0.999               # EMA decay (ramped up as (1+step)/(10+step) early on)
     max_tokens: int = 16                   # caption tokens cached per caption
     ckpt_every: int = 200                  # checkpoint every N steps (and at the end)
+    keep_steps: tuple = ()                 # steps whose EMA weights are also kept as snapshot-step<k>.pt (learning curves from one run)
     out_dir: str = ''                      # run folder; '' = runs/train/<config hash>
     resume: bool = True                    # continue from out_dir/checkpoint.pt when it exists
     seed: int = 0                          # seeds weights, batch order and noise
@@ -52,6 +54,7 @@ def _check_train_cfg(cfg: TrainConfig) -> TrainConfig:
     if cfg.budget not in ('epochs', 'steps'): raise ValueError(f"TrainConfig.budget must be 'epochs' or 'steps', got {cfg.budget!r}")
     if cfg.batch_size < 1: raise ValueError(f"TrainConfig.batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.ckpt_every < 1: raise ValueError(f"TrainConfig.ckpt_every must be >= 1, got {cfg.ckpt_every}")
+    if any(int(k) < 1 for k in cfg.keep_steps): raise ValueError(f"TrainConfig.keep_steps must be steps >= 1, got {cfg.keep_steps}")
     return cfg
 
 def total_steps(cfg: TrainConfig, n_train: int) -> int:
@@ -124,8 +127,25 @@ def load_checkpoint(run_dir: str | Path) -> dict:
     try: return torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e: raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
 
-def load_trained(run_dir: str | Path, ema: bool = True, device: str = 'cpu') -> T2IModel:
-    "The trained model of a run folder (EMA weights by default), in eval mode."
+def snapshot_path(run_dir: str | Path, step: int) -> Path:
+    "Where the EMA weights of `step` are kept (`TrainConfig.keep_steps`)."
+    return Path(run_dir)/f'snapshot-step{step:07d}.pt'
+
+def save_snapshot(run_dir: Path, ema: EMA, step: int, cfg: TrainConfig) -> Path:
+    "Keep the EMA weights at `step` (atomically): the model a run of `step` steps would have ended with."
+    path = snapshot_path(run_dir, step)
+    with atomic_path(path) as tmp: torch.save(dict(step=step, config=config_to_dict(cfg), ema=ema.state_dict()), tmp)
+    return path
+
+def load_trained(run_dir: str | Path, ema: bool = True, device: str = 'cpu', step: int | None = None) -> T2IModel:
+    "The trained model of a run folder (EMA weights by default), in eval mode; `step`: the EMA snapshot kept at that step."
+    if step is not None:
+        p = snapshot_path(run_dir, step)
+        if not p.exists(): raise FileNotFoundError(f"no snapshot of step {step} in {run_dir} (TrainConfig.keep_steps lists the kept steps)")
+        ck = torch.load(p, map_location='cpu', weights_only=False)
+        model = build_t2i(config_from_dict(TrainConfig, ck['config']).model)
+        model.load_state_dict({**model.state_dict(), **ck['ema']['shadow']})
+        return model.to(get_device(device)).eval()
     ck = load_checkpoint(run_dir)
     cfg = config_from_dict(TrainConfig, ck['config'])
     model = build_t2i(cfg.model)
@@ -202,6 +222,7 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
     params = [p for p in model.parameters() if p.requires_grad]
     step_times, step_cpu = [], []
     bar = progress(total=T, initial=step, desc=f"train {cfg.model.family}-{cfg.model.size} {r}px")
+    keep = {int(k) for k in cfg.keep_steps}
     if on_step is not None and step == 0: on_step(0, model)
     with Timer() as wall:
         while step < T:
@@ -229,6 +250,7 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
             history.append((step, loss.item(), lr))
             step_times.append(time.perf_counter() - t0); step_cpu.append(time.process_time() - c0)
             if on_step is not None: on_step(step, model)   # after the timing: a trace is not training time
+            if step in keep: save_snapshot(run_dir, ema, step, cfg)
             bar.update(1)
             if step % 50 == 0: bar.set_postfix(loss=f'{np.mean([h[1] for h in history[-50:]]):.4f}')
             if step % cfg.ckpt_every == 0 or step == T:
