@@ -4,14 +4,14 @@
 
 # %% ../nbs/11_evaluate.ipynb #c1111e3a
 from __future__ import annotations
-import json, math, time
+import dataclasses, json, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['feature_stats', 'frechet_distance', 'fd_effnet', 'kid', 'clip_like_score', 'prompt_attrs', 'attr_accuracy',
-           'save_sample_grid', 'EvalConfig', 'eval_config', 'eval_prompts', 'real_features', 'generate',
-           'evaluate_model']
+           'save_sample_grid', 'EvalConfig', 'eval_config', 'reference_rows', 'judge_tower', 'eval_prompts',
+           'real_features', 'generate', 'evaluate_model']
 
 # %% ../nbs/11_evaluate.ipynb #b95684ca
 import numpy as np
@@ -21,7 +21,7 @@ import torch
 # %% ../nbs/11_evaluate.ipynb #c4b58c7a
 from .core import (atomic_path, config_from_dict, get_device, get_logger, get_profile, progress,
                             stable_hash, Timer)
-from .image_encoders import ClipLike, ClipLikeConfig, clip_like_for_corpus, effnet_features, EFFNET_INPUT
+from .image_encoders import ClipLike, ClipLikeConfig, clip_like_for_corpus, disjoint_rows, effnet_features, EFFNET_INPUT
 from .data import SPLITS, load_images, read_manifest, save_image_grid
 from .encoders import caption_embeddings, rows_for
 from .oracle import attribute_accuracy, load_oracle
@@ -115,6 +115,8 @@ class EvalConfig:
     kid_subsets: int = 50          # KID number of subsets
     metrics: tuple = ('fd', 'kid', 'clip', 'attr')  # which metrics to compute (others come out NaN)
     clip: ClipLikeConfig = field(default_factory=ClipLikeConfig)  # the CLIP-like judge of this corpus
+    reference: str = ''            # corpus folder the judges read (real-image statistics, CLIP-like tower): its clean pairs that share
+                                   # no pair or duplicate group with the evaluated corpus; '' = the evaluated corpus's own `split`
     oracle_path: str = ''          # oracle checkpoint; '' = alchemist.oracle's default for the resolution
     grid_n: int = 16               # images in the sample grid (the first prompts)
     max_tokens: int = 16           # caption tokens (must match the caption cache the model was trained with)
@@ -132,6 +134,23 @@ def eval_config(profile: str = 'quick', **overrides) -> EvalConfig:
     return cfg
 
 # %% ../nbs/11_evaluate.ipynb #042f771d
+def reference_rows(corpus_dir, cfg: EvalConfig) -> pd.DataFrame:
+    "The clean pairs of `cfg.reference` that share no pair or duplicate group with `corpus_dir`, in a fixed hashed order."
+    man = disjoint_rows(read_manifest(cfg.reference), corpus_dir)
+    if 'defect' in man.columns: man = man[man.defect == 'clean']
+    if len(man) < 2: raise ValueError(f"EvalConfig.reference {cfg.reference}: fewer than 2 clean pairs outside {corpus_dir}")
+    return man.iloc[np.argsort([stable_hash(str(u), cfg.prompt_salt) for u in man.uid], kind='stable')]
+
+def _reference_features(corpus_dir, resolution: int, cfg: EvalConfig) -> np.ndarray:
+    "EfficientNet features of up to `n_real` reference images, cached under the reference corpus."
+    return real_features(cfg.reference, resolution, dataclasses.replace(cfg, reference='', split='reference'),
+                         rows=reference_rows(corpus_dir, cfg).iloc[:cfg.n_real])
+
+def judge_tower(corpus_dir, resolution: int, cfg: EvalConfig) -> ClipLike:
+    "The CLIP-like judge: trained on the reference corpus's clean pairs outside `corpus_dir`, else on `corpus_dir`'s own split (cfg.clip)."
+    if not cfg.reference: return clip_like_for_corpus(corpus_dir, resolution, cfg.clip)
+    return clip_like_for_corpus(cfg.reference, resolution, dataclasses.replace(cfg.clip, splits=SPLITS, clean_only=True), exclude=corpus_dir)
+
 def _split_rows(corpus_dir, cfg: EvalConfig) -> pd.DataFrame:
     if cfg.split not in SPLITS: raise ValueError(f"EvalConfig.split: unknown split {cfg.split!r}; splits are {SPLITS}")
     man = read_manifest(corpus_dir)
@@ -148,9 +167,11 @@ def eval_prompts(corpus_dir, cfg: EvalConfig) -> pd.DataFrame:
         get_logger().warning(f"{corpus_dir}: split {cfg.split!r} has {len(rows)} prompt rows < n_samples={cfg.n_samples}; prompts repeat")
     return rows.iloc[np.arange(cfg.n_samples) % len(rows)].reset_index(drop=True)
 
-def real_features(corpus_dir, resolution: int, cfg: EvalConfig) -> np.ndarray:
-    "EfficientNet features `[N,1280]` of the real reference images (split, clean, up to `n_real`), cached under `corpus_dir/cache/`."
-    rows = _split_rows(corpus_dir, cfg).iloc[:cfg.n_real]
+def real_features(corpus_dir, resolution: int, cfg: EvalConfig, rows: pd.DataFrame | None = None) -> np.ndarray:
+    """EfficientNet features `[N,1280]` of the real reference images (split, clean, up to `n_real`; or those of `cfg.reference`),
+    cached under `corpus_dir/cache/`."""
+    if cfg.reference: return _reference_features(corpus_dir, resolution, cfg)
+    rows = _split_rows(corpus_dir, cfg).iloc[:cfg.n_real] if rows is None else rows
     uids = rows.uid.astype(str).tolist()
     key = stable_hash('\x1f'.join(sorted(uids)), f'effnet|{resolution}|{cfg.effnet_size}')
     path = Path(corpus_dir)/'cache'/f'effnet_{cfg.split}_r{resolution}_s{cfg.effnet_size}_{key:016x}.npy'
@@ -206,7 +227,7 @@ def evaluate_model(model, corpus_dir, cfg: EvalConfig | dict | None = None, out_
         pos = {u: i for i, u in enumerate(got)}
         real_imgs = real_imgs[[pos[u] for u in prompts.uid.astype(str)]]   # real image of each prompt, in prompt order
     if 'clip' in cfg.metrics:
-        clip = clip_like_for_corpus(corpus_dir, res, cfg.clip)
+        clip = judge_tower(corpus_dir, res, cfg)
         pooled = tb.pooled.float()
         m['clip_score'] = clip_like_score(fake, pooled, clip)
         m['clip_score_real'] = clip_like_score(real_imgs, pooled, clip)

@@ -11,7 +11,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['RATER_SAMPLERS', 'CALIBRATION', 'ExperimentConfig', 'config_hash', 'experiment_dir', 'build_corpus', 'plant_config',
            'rater_dir', 'rater_scores', 'baseline_scores', 'choose_subset', 'calibration_subset', 'subset_stats',
-           'eval_config_for', 'warm_caches', 'corpus_lock', 'train_and_evaluate', 'run']
+           'reference_corpus', 'eval_config_for', 'warm_caches', 'corpus_lock', 'train_and_evaluate', 'run']
 
 # %% ../nbs/13_experiments.ipynb #02db5e25
 import numpy as np
@@ -22,13 +22,12 @@ from .baselines import BASELINES, BaselineConfig, score_baseline
 from .bilevel import MODES, MetaConfig, meta_train, reference_uids
 from .data import read_manifest, read_scores, write_subset
 from .encoders import caption_embeddings
-from .evaluate import eval_config, evaluate_model, real_features
-from .image_encoders import clip_like_for_corpus
+from .evaluate import eval_config, evaluate_model, judge_tower, real_features
 from .scoring import ScoringConfig, score_corpus
 from .plant import PlantConfig, plant_corpus
 from .select import budget_for, select
 from .sources import WebConfig, build_web
-from .synthetic import SyntheticConfig, build_synthetic
+from .synthetic import DEFECTS as SYN_DEFECTS, SyntheticConfig, build_synthetic
 from .train import TrainConfig, load_trained, train
 
 # %% ../nbs/13_experiments.ipynb #27ad5dac
@@ -69,6 +68,8 @@ class ExperimentConfig:
     eval_samples: int = 0          # generated images per evaluation; 0 = the profile's default (alchemist.core.PROFILES)
     eval_steps: int = 0            # sampler steps; 0 = the profile's default
     guidance: float = 3.0          # classifier-free guidance scale
+    judge_n: int = 0               # pairs of a separate clean reference corpus the judges read (FD statistics, CLIP-like tower);
+                                   # 0 = the corpus's own eval split (small: 342 clean pairs of a 6,000-pair synthetic corpus)
     # bookkeeping
     seed: int = 0                  # run seed: rater init, sampling, downstream init, data order
     profile: str = 'smoke'         # 'smoke', 'quick' or 'paper' (recorded with every result)
@@ -196,18 +197,32 @@ def subset_stats(corpus_dir: Path, uids: list) -> dict:
     return st
 
 # %% ../nbs/13_experiments.ipynb #e3a878f4
+def reference_corpus(cfg: ExperimentConfig) -> Path | None:
+    """The judges' reference of `cfg` (None when `judge_n` is 0): clean pairs of the same kind the experiment never trains on.
+    Synthetic: a clean corpus of `judge_n` scenes from another generator seed. Web: the web corpus's nested subsample of
+    `corpus_n + judge_n` pairs, of which the judges read the `judge_n` outside the experiment's corpus (`EvalConfig.reference`)."""
+    if cfg.judge_n <= 0: return None
+    if cfg.corpus == 'synthetic':
+        clean = {f'rate_{d}': 0.0 for d in SYN_DEFECTS}
+        return build_synthetic(SyntheticConfig(n=cfg.judge_n, resolution=cfg.resolution, seed=cfg.corpus_seed + 1_000_003, **clean))
+    if cfg.corpus in ('web', 'web-planted'):
+        if cfg.corpus_n <= 0: raise ConfigError("ExperimentConfig.judge_n needs a web subsample (corpus_n > 0): the whole corpus leaves no reference")
+        return build_web(config_from_dict(WebConfig, dict(resolution=cfg.resolution, limit=cfg.corpus_n + cfg.judge_n, name='web', write_card=False)))
+    raise ConfigError(f"ExperimentConfig.judge_n: no reference corpus is known for corpus {cfg.corpus!r}; set judge_n=0")
+
 def eval_config_for(cfg: ExperimentConfig):
-    "The `EvalConfig` of an experiment: its profile's, with the sample count and sampler steps it sets."
+    "The `EvalConfig` of an experiment: its profile's, with the sample count and sampler steps it sets, and its judges' reference."
     # the profile sets the judges' own budgets (CLIP-like tower steps, real-image count)
     over = {k: v for k, v in dict(n_samples=cfg.eval_samples, steps=cfg.eval_steps).items() if v > 0}
-    return eval_config(cfg.profile, guidance=cfg.guidance, device=cfg.device, **over)
+    ref = reference_corpus(cfg)
+    return eval_config(cfg.profile, guidance=cfg.guidance, device=cfg.device, reference=str(ref) if ref else '', **over)
 
 def warm_caches(cfg: ExperimentConfig, corpus_dir: Path) -> None:
     "Build the per-corpus caches that training and evaluation read (caption embeddings, real-image features, CLIP-like judge)."
     ecfg = eval_config_for(cfg)
     caption_embeddings(corpus_dir, max_tokens=ecfg.max_tokens)
     if {'fd', 'kid'} & set(ecfg.metrics): real_features(corpus_dir, cfg.resolution, ecfg)
-    if 'clip' in ecfg.metrics: clip_like_for_corpus(corpus_dir, cfg.resolution, ecfg.clip)
+    if 'clip' in ecfg.metrics: judge_tower(corpus_dir, cfg.resolution, ecfg)
 
 @contextlib.contextmanager
 def corpus_lock(cfg: ExperimentConfig):

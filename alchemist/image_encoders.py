@@ -12,8 +12,8 @@ from typing import Callable
 # %% auto #0
 __all__ = ['EFFNET_INPUT', 'EFFNET_DIM', 'as_float_images', 'effnet_weights_path', 'load_effnet', 'effnet_preprocess',
            'effnet_features', 'ClipLikeConfig', 'build_image_tower', 'ClipLike', 'Embedder', 'l2n',
-           'retrieval_accuracy', 'heldout_mask', 'train_clip_like', 'clip_like_pairs', 'clip_like_cache_path',
-           'clip_like_for_corpus']
+           'retrieval_accuracy', 'heldout_mask', 'train_clip_like', 'disjoint_rows', 'clip_like_pairs',
+           'clip_like_cache_path', 'clip_like_for_corpus']
 
 # %% ../nbs/04b_image_encoders.ipynb #ce831877
 import numpy as np
@@ -288,10 +288,17 @@ def train_clip_like(images, pooled_text, captions: list | None = None, uids: lis
     return model
 
 # %% ../nbs/04b_image_encoders.ipynb #fca06c1b
-def clip_like_pairs(corpus_dir, cfg: ClipLikeConfig | None = None):
-    "The manifest rows the CLIP-like model of `corpus_dir` trains on (splits in `cfg.splits`, clean only if asked), deterministic."
+def disjoint_rows(man, exclude) -> "pd.DataFrame":
+    "Rows of manifest `man` that share neither a uid nor a duplicate group with corpus `exclude` (None = all rows)."
+    if exclude is None: return man
+    other = read_manifest(exclude)
+    return man[~man.uid.isin(set(other.uid)) & ~man.group_id.isin(set(other.group_id))]
+
+def clip_like_pairs(corpus_dir, cfg: ClipLikeConfig | None = None, exclude=None):
+    """The manifest rows the CLIP-like model of `corpus_dir` trains on (splits in `cfg.splits`, clean only if asked), deterministic;
+    `exclude`: a corpus folder whose pairs (and duplicate groups) are left out, so a judge never trains on what it grades."""
     cfg = cfg or ClipLikeConfig()
-    man = read_manifest(corpus_dir)
+    man = disjoint_rows(read_manifest(corpus_dir), exclude)
     bad = [s for s in cfg.splits if s not in SPLITS]
     if bad: raise ValueError(f"ClipLikeConfig.splits has unknown split(s) {bad}; splits are {SPLITS}")
     rows = man[man.split.isin(list(cfg.splits))]
@@ -308,10 +315,11 @@ def clip_like_cache_path(corpus_dir, resolution: int, cfg: ClipLikeConfig, uids:
     key = stable_hash(json.dumps(d, sort_keys=True) + f'|{resolution}|' + '\x1f'.join(uids), 'cliplike')
     return Path(corpus_dir)/'cache'/f'cliplike_r{resolution}_{key:016x}.pt'
 
-def clip_like_for_corpus(corpus_dir, resolution: int, cfg: ClipLikeConfig | dict | None = None, rebuild: bool = False) -> ClipLike:
-    "The CLIP-like model of `corpus_dir` at `resolution`: loaded from `corpus_dir/cache/` or trained once and cached."
+def clip_like_for_corpus(corpus_dir, resolution: int, cfg: ClipLikeConfig | dict | None = None, rebuild: bool = False,
+                         exclude=None) -> ClipLike:
+    "The CLIP-like model of `corpus_dir` at `resolution` (without `exclude`'s pairs): loaded from `corpus_dir/cache/` or trained once and cached."
     cfg = cfg if isinstance(cfg, ClipLikeConfig) else config_from_dict(ClipLikeConfig, cfg or {})
-    rows = clip_like_pairs(corpus_dir, cfg); uids = rows.uid.astype(str).tolist()
+    rows = clip_like_pairs(corpus_dir, cfg, exclude); uids = rows.uid.astype(str).tolist()
     path = clip_like_cache_path(corpus_dir, resolution, cfg, uids)
     if path.exists() and not rebuild: return ClipLike.load(path, cfg.device)
     log = get_logger()

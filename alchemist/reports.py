@@ -8,11 +8,15 @@ import math, shutil
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RECORD_COLS', 'METRICS', 'QUALITY', 'MAIN_METRICS', 'CLAIM_FIELDS', 'CLAIM_OPTIONAL', 'BANDS', 'CLAIM_KINDS',
-           'README_BEGIN', 'README_END', 'results_dir', 'load_results', 'param_cols', 'varying', 'metric_cols',
-           'fmt_mean_std', 'summarize', 'mean_std_table', 'time_to_quality', 'speedups', 'seed_count', 'bar_figure',
-           'line_figure', 'main_and_details', 'selection_cost', 'report_table', 'write_reports', 'compare',
-           'claims_path', 'load_claims', 'claims', 'claims_md', 'write_headline', 'headline_block',
+__all__ = ['RECORD_COLS', 'METRICS', 'BUDGETS', 'DEFAULT_BUDGET', 'QUALITY_METRICS', 'REFERENCES', 'GAP_CONTEXT', 'GAP_SPREADS',
+           'QUALITY', 'MAIN_METRICS', 'FLATTEN_FRAC', 'CLAIM_FIELDS', 'CLAIM_OPTIONAL', 'BANDS', 'DELTA', 'CLAIM_KINDS',
+           'README_BEGIN', 'README_END', 'CLAIMS_NOTE', 'HEADLINE_METRICS', 'results_dir', 'load_results',
+           'with_budget', 'budget_heading', 'param_cols', 'varying', 'metric_cols', 'fmt_mean_std', 'summarize',
+           'mean_std_table', 'gap_share_col', 'gap_keys', 'add_gap_shares', 'oracle_gaps', 'gap_note', 'gap_table',
+           'time_to_quality', 'speedups', 'seed_count', 'bar_figure', 'line_figure', 'budget_sections', 'gap_lines',
+           'main_and_details', 'selection_cost', 'report_table', 'write_reports', 'flattening_step',
+           'records_as_metrics', 'resolution_table', 'flattening_text', 'regime_sections', 'compare', 'claims_path',
+           'claim_metrics', 'load_claims', 'claims', 'claims_md', 'write_headline', 'headline_block',
            'update_readme_headline']
 
 # %% ../nbs/15_reports.ipynb #6e7619ea
@@ -31,7 +35,14 @@ RECORD_COLS = ('table', 'profile', 'run_id', 'git', 'machine', 'date', 'wall_s',
 # (column, heading, better): the metrics tables show first, in this order; any other metrics.* column follows.
 METRICS = (('metrics.n_selected', 'images', None), ('metrics.train_seconds', 'train s', None),
            ('metrics.fd_effnet', 'FD-EffNet', 'lower'), ('metrics.clip_score', 'CLIP-like', 'higher'),
-           ('metrics.attr_acc', 'attribute acc.', 'higher'), ('metrics.defect_rate', 'defect rate of subset', 'lower'))
+           ('metrics.attr_acc', 'attribute acc.', 'higher'), ('metrics.defect_rate', 'defect rate of subset', 'lower'),
+           # share of the Random -> Oracle gap (0 = Random, 1 = Oracle), per seed; see `add_gap_shares`
+           ('metrics.gap_share_fd_effnet', 'gap share FD', None), ('metrics.gap_share_clip_score', 'gap share CLIP-like', None),
+           ('metrics.gap_share_attr_acc', 'gap share attr. acc.', None))
+
+# The two training-budget conventions a results row can carry (column `budget`); a row without one is the paper's.
+BUDGETS = {'epochs': "the paper's: steps scale with the subset", 'steps': 'every subset the same number of steps'}
+DEFAULT_BUDGET = 'epochs'   # results collected before the `budget` parameter existed were all trained this way
 
 def results_dir() -> Path: return reports_dir()/'results'
 
@@ -41,9 +52,19 @@ def load_results(path: str | Path | None = None) -> dict[str, pd.DataFrame]:
     if not path.exists(): raise FileNotFoundError(f"no results folder {path}: run `alchemist reproduce` first")
     out = {}
     for p in sorted(path.glob('*.csv')):
-        try: out[p.stem] = pd.read_csv(p)
+        try: out[p.stem] = with_budget(pd.read_csv(p))
         except Exception as e: raise ValueError(f"cannot read results file {p}: {e}") from e
     return out
+
+def with_budget(df: pd.DataFrame) -> pd.DataFrame:
+    "`df` with a `budget` value in every row of a downstream-training table (one with `method`): a missing one is `DEFAULT_BUDGET`."
+    if 'method' not in df.columns and 'budget' not in df.columns: return df   # rater-only tables (Fig3, Fig5) train no subset
+    b = df['budget'] if 'budget' in df.columns else pd.Series(np.nan, index=df.index, dtype=object)
+    return df.assign(budget=b.astype(object).where(b.notna(), DEFAULT_BUDGET).astype(str))
+
+def budget_heading(budget: str) -> str:
+    "'budget: steps (every subset the same number of steps)': the convention named, for section headings."
+    return f"budget: {budget} ({BUDGETS.get(budget, 'unknown convention')})"
 
 def param_cols(df: pd.DataFrame) -> list[str]:
     "The parameter columns of a results table (everything that is neither a metric nor part of the record, nor the seed)."
@@ -66,6 +87,8 @@ def fmt_mean_std(mean: float, std: float, digits: int = 3) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)): return '–'
     # equal per-seed values can average to a std of ~1e-17 (float round-off): that is 0, not a spread
     if std is not None and np.isfinite(std) and abs(std) <= 1e-9 * max(1.0, abs(mean)): std = 0.0
+    # and a mean that is round-off against its spread (a share of Random's own gap: -3e-16 ± 0.05) is 0
+    if std is not None and np.isfinite(std) and abs(mean) <= 1e-12 * max(1.0, abs(std)): mean = 0.0
     def f(x):
         if x == 0 or not np.isfinite(x): return f"{x:g}"
         d = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
@@ -102,6 +125,77 @@ def mean_std_table(df: pd.DataFrame, by: list[str], metrics: list[str] | None = 
     wide.insert(0, 'seeds', seeds.values)
     return wide.reset_index() if by else wide.reset_index(drop=True)
 
+# %% ../nbs/15_reports.ipynb #28129860
+QUALITY_METRICS = (('metrics.fd_effnet', 'FD'), ('metrics.clip_score', 'CLIP-like'), ('metrics.attr_acc', 'attr. acc.'))  # (column, short name), lower-is-better first
+REFERENCES = ('random', 'oracle')        # the two ends of the gap
+GAP_CONTEXT = ('corpus', 'budget', 'retention')   # always part of a row group, where present
+GAP_SPREADS = 2.0                        # a gap smaller than this many (larger) seed stds is within the spread
+
+def gap_share_col(metric: str) -> str: return f"metrics.gap_share_{metric.removeprefix('metrics.')}"
+
+def gap_keys(df: pd.DataFrame, extra: tuple = ()) -> list[str]:
+    "The columns of a Random -> Oracle row group: `GAP_CONTEXT` and `extra` (e.g. `step`), then any parameter the reference rows vary over."
+    keys = [c for c in (*GAP_CONTEXT, *extra) if c in df.columns]
+    ref = df[df['method'].astype(str).isin(REFERENCES)]
+    return keys + [c for c in param_cols(df) if c not in keys and c not in ('method', *extra) and ref[c].astype(str).nunique() > 1]
+
+def _groups(df: pd.DataFrame, keys: list[str]):
+    "(key dict, rows) per row group; one group of everything when there are no keys."
+    if not keys: return [({}, df)]
+    return [(dict(zip(keys, k if isinstance(k, tuple) else (k,))), d) for k, d in df.groupby(keys, dropna=False, sort=False)]
+
+def _refs(d: pd.DataFrame, metric: str) -> tuple[pd.Series, pd.Series]:
+    "Per-seed values of `metric` for the Random and the Oracle rows of one group (NaNs dropped)."
+    m = d['method'].astype(str)
+    val = lambda who: pd.to_numeric(d.loc[m == who, metric], errors='coerce').dropna()
+    return val('random'), val('oracle')
+
+def add_gap_shares(df: pd.DataFrame, extra: tuple = ()) -> pd.DataFrame:
+    "`df` with a `metrics.gap_share_<metric>` column per quality metric: each row's share of its group's Random -> Oracle gap (NaN without one)."
+    mets = [m for m, _ in QUALITY_METRICS if m in df.columns]
+    if 'method' not in df.columns or not mets or not df['method'].astype(str).isin(['oracle']).any(): return df
+    shares = {m: pd.Series(np.nan, index=df.index) for m in mets}
+    for _, d in _groups(df, gap_keys(df, extra)):
+        for m in mets:
+            r, o = _refs(d, m)
+            gap = o.mean() - r.mean() if len(r) and len(o) else np.nan
+            if np.isfinite(gap) and gap != 0: shares[m].loc[d.index] = (pd.to_numeric(d[m], errors='coerce') - r.mean()) / gap
+    return df.assign(**{gap_share_col(m): v for m, v in shares.items() if v.notna().any()})
+
+def oracle_gaps(df: pd.DataFrame, extra: tuple = ()) -> pd.DataFrame:
+    "Per row group with Random and Oracle rows and per quality metric: both means and stds, the gap oracle − random, gap / larger std, and the spread flag."
+    if 'method' not in df.columns: return pd.DataFrame()
+    keys, rows = gap_keys(df, extra), []
+    for key, d in _groups(df, keys):
+        for m, short in QUALITY_METRICS:
+            if m not in d.columns: continue
+            r, o = _refs(d, m)
+            if not len(r) or not len(o): continue
+            sr, so = (x.std(ddof=1) if len(x) > 1 else np.nan for x in (r, o))
+            known = [x for x in (sr, so) if np.isfinite(x)]   # one side with one seed: the other side's spread still says something
+            spread, gap = (max(known) if known else np.nan), o.mean() - r.mean()
+            ratio = abs(gap) / spread if spread > 0 else (np.inf if gap != 0 else 0.0) if spread == 0 else np.nan
+            rows.append({**key, 'metric': m, 'name': short, 'random_mean': r.mean(), 'random_std': sr,
+                         'oracle_mean': o.mean(), 'oracle_std': so, 'n_random': len(r), 'n_oracle': len(o),
+                         'gap': gap, 'ratio': ratio, 'within_spread': bool(ratio < GAP_SPREADS) if np.isfinite(ratio) or ratio == np.inf else np.nan})
+    return pd.DataFrame(rows)
+
+def gap_note(within) -> str:
+    "The reader's flag for one gap: 'gap within spread', 'resolved', or 'spread unknown' (one seed)."
+    return 'spread unknown (1 seed)' if pd.isna(within) else 'gap within spread' if within else 'resolved'
+
+def gap_table(g: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
+    "`oracle_gaps` rows formatted for a report: `keys`, metric, Random and Oracle (mean ± std), the gap, gap / larger std and the flag."
+    if not len(g): return pd.DataFrame()
+    keys = [k for k in (keys or []) if k in g.columns]
+    return pd.DataFrame({**{k: g[k] for k in keys}, 'metric': g['name'],
+                         'random': [fmt_mean_std(a, b) for a, b in zip(g.random_mean, g.random_std)],
+                         'oracle': [fmt_mean_std(a, b) for a, b in zip(g.oracle_mean, g.oracle_std)],
+                         'seeds (r, o)': [f'{a}, {b}' for a, b in zip(g.n_random, g.n_oracle)],
+                         'gap (oracle − random)': [f'{x:+.3g}' for x in g.gap],
+                         'gap ÷ larger std': ['–' if pd.isna(x) else '∞' if x == np.inf else f'{x:.1f}' for x in g.ratio],
+                         'note': [gap_note(w) for w in g.within_spread]})
+
 # %% ../nbs/15_reports.ipynb #f4162631
 def time_to_quality(cost, quality, target: float, lower_is_better: bool = True) -> float:
     "First cost at which the curve (`cost`, `quality`, sorted by cost) reaches `target`, interpolated; NaN if never."
@@ -116,7 +210,7 @@ def time_to_quality(cost, quality, target: float, lower_is_better: bool = True) 
     return float(c[i - 1] + frac * (c[i] - c[i - 1]))
 
 def speedups(df: pd.DataFrame, quality: str = 'metrics.fd_effnet', cost: str | None = None, lower_is_better: bool = True,
-             method: str = 'alchemist', group: tuple = ('corpus',)) -> pd.DataFrame:
+             method: str = 'alchemist', group: tuple = ('corpus', 'budget')) -> pd.DataFrame:
     "Per seed, group and retention: time-to-quality speedup of `method` over Random (same retention) and over Full; NaN unless both curves have 2+ budgets."
     cost = cost or ('metrics.train_steps' if 'metrics.train_steps' in df.columns and df['metrics.train_steps'].notna().all() else 'metrics.train_seconds')
     for c in (quality, cost, 'method', 'retention', 'seed'):
@@ -195,7 +289,8 @@ def _md(df: pd.DataFrame) -> str:
 def _provenance(df: pd.DataFrame) -> str:
     def uniq(c): return ', '.join(sorted(df[c].dropna().astype(str).unique())) if c in df.columns else '?'
     own = df[df['reused_from'].isna()] if 'reused_from' in df.columns else df   # reused runs cost nothing here
-    wall = pd.to_numeric(own.get('wall_s'), errors='coerce'); cpu = pd.to_numeric(own.get('cpu_ratio'), errors='coerce')
+    none = pd.Series(np.nan, index=own.index)   # a table collected without the column: not recorded
+    wall = pd.to_numeric(own.get('wall_s', none), errors='coerce'); cpu = pd.to_numeric(own.get('cpu_ratio', none), errors='coerce')
     cpu_txt = (f"CPU/wall ratio median {cpu.median():.2f} (near the thread count = the run had its cores)." if cpu.notna().any() else
                "CPU/wall ratio not recorded (runs executed in parallel jobs: their CPU time cannot be told apart).")
     return (f"Runs: {len(df)} ({len(df) - len(own)} reused from identical runs of other tables); profile: {uniq('profile')}; git: {uniq('git')}; machines: {uniq('machine')}; "
@@ -203,6 +298,22 @@ def _provenance(df: pd.DataFrame) -> str:
             f"wall time per run: median {wall.median():.0f} s, total {wall.sum() / 3600:.2f} h; {cpu_txt}")
 
 MAIN_METRICS = tuple(m for m, _, _ in METRICS) + ('metrics.kid', 'metrics.clip_top1')  # the columns a reader compares first
+
+def budget_sections(df: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
+    "(budget, rows) per budget convention in `df`, `epochs` first; one (None, df) for a table without budgets."
+    if 'budget' not in df.columns: return [(None, df)]
+    order = sorted(df['budget'].astype(str).unique(), key=lambda b: (b not in BUDGETS, list(BUDGETS).index(b) if b in BUDGETS else 0, b))
+    return [(b, df[df['budget'].astype(str) == b]) for b in order]
+
+def gap_lines(df: pd.DataFrame, extra: tuple = (), level: str = '####') -> list[str]:
+    "Markdown lines: the Random -> Oracle gap of each row group in `df` (nothing when it has no Oracle rows)."
+    g = oracle_gaps(df, extra)
+    if not len(g): return []
+    keys = [k for k in gap_keys(df, extra) if k in g.columns and g[k].astype(str).nunique() > 1]
+    return [f'{level} Random → Oracle gap', '',
+            f"Seed-means of Random and Oracle, their stds, and the gap between them in units of the larger std. "
+            f"*gap within spread*: |gap| < {GAP_SPREADS:g} × the larger std, so a share of it (the `gap share` columns) is not a result.", '',
+            gap_table(g, keys).to_markdown(index=False, disable_numparse=True), '']   # keep the signs and decimals as written
 
 def main_and_details(df: pd.DataFrame, by: list[str]) -> list[str]:
     "Markdown lines: the table of the main metrics, then every other metric folded in a `<details>` block."
@@ -238,15 +349,22 @@ def selection_cost(df: pd.DataFrame) -> pd.DataFrame:
 def report_table(name: str, df: pd.DataFrame, out: Path, records: pd.DataFrame | None = None) -> Path:
     "Write `out/<name>.md` (and its figures) for the results `df` of one table and profile."
     table = name.split('_')[0]
-    by = varying(df, [c for c in param_cols(df) if c != 'corpus'])
+    df = add_gap_shares(with_budget(df))
+    by = varying(df, [c for c in param_cols(df) if c not in ('corpus', 'budget')])
     corpora = sorted(df['corpus'].astype(str).unique()) if 'corpus' in df.columns else [None]
     lines = [f"# {table} ({name.split('_', 1)[1] if '_' in name else ''} profile)", '',
              f"Generated by `alchemist.reports` from `reports/results/{name}.csv` only. Cells: mean ± std over seeds "
              f"(`seeds` = how many). ↓ lower is better, ↑ higher is better.", '', _provenance(df), '']
+    if gap_share_col(QUALITY) in df.columns:
+        lines += ["`gap share` columns: each seed's share of its row group's Random → Oracle gap, (m − random) / (oracle − random) "
+                  "against the seed-means of Random and Oracle; 0 = Random, 1 = Oracle, above 1 beats the Oracle. The gap itself is "
+                  "tabulated under each budget.", '']
     for c in corpora:
         d = df if c is None else df[df['corpus'].astype(str) == c]
         if c is not None: lines += [f"## corpus: {c}", '']
-        lines += main_and_details(d, by)
+        for b, db in budget_sections(d):
+            if b is not None: lines += [f"### {budget_heading(b)}", '']
+            lines += main_and_details(db, by) + gap_lines(db)
     cost = selection_cost(df)
     if len(cost):
         lines += ['## Cost of the selection', '', "The rater's meta-training plus scoring the pool, against the training of one Full run in "
@@ -254,27 +372,31 @@ def report_table(name: str, df: pd.DataFrame, out: Path, records: pd.DataFrame |
     figs = []
     if table == 'Fig2b' and 'block_start' in df.columns:
         figs.append(line_figure(df, 'block_start', QUALITY, ['corpus'] if 'corpus' in df else [], _fig_path(out, f'{name}_fd_vs_block'),
-                                'FD of a 20% block of the ranking against its start percentile'))
+                                'FD of a 20% block of the ranking against its start percentile', row='budget'))
     elif table == 'Fig6':
         cost = 'metrics.train_steps' if 'metrics.train_steps' in df.columns else 'metrics.train_seconds'
         figs.append(line_figure(df, cost, QUALITY, ['method', 'retention'], _fig_path(out, f'{name}_quality_vs_cost'),
-                                'quality against training cost', col='corpus'))
+                                'quality against training cost', col='corpus', row='budget'))
         try:
             sp = speedups(df)
+            idx = [c for c in ('corpus', 'budget', 'retention') if c in sp.columns]
             cols = [c for c in ('speedup_vs_random', 'speedup_vs_full') if c in sp.columns]
-            t = summarize(sp, [c for c in ('corpus', 'retention') if c in sp.columns], cols)
+            t = summarize(sp, idx, cols)
             t['cell'] = [fmt_mean_std(a, b) for a, b in zip(t['mean'], t['std'])]
-            wide = t.pivot_table(index=[c for c in ('corpus', 'retention') if c in t.columns], columns='metric', values='cell', aggfunc='first').reset_index()
+            wide = t.pivot_table(index=idx, columns='metric', values='cell', aggfunc='first').reset_index()
             # seed counts behind the NaNs: Alchemist never reaches the reference's final quality, or both curves start past it
             for ref in ('random', 'full'):
                 for flag, when, label in (('reached', False, f'never reached {ref} (seeds)'), ('undetermined', True, f'both at {ref} target from the first budget (seeds)')):
                     if f'{flag}_{ref}' not in sp.columns or not len(wide): continue
-                    k = {g: '{} of {}'.format(*seed_count(d, f'{flag}_{ref}', when)) for g, d in sp.groupby(['corpus', 'retention'])}
-                    wide[label] = [k.get((c, r), '–') for c, r in zip(wide['corpus'], wide['retention'])]
+                    k = {g: '{} of {}'.format(*seed_count(d, f'{flag}_{ref}', when)) for g, d in sp.groupby(idx)}
+                    wide[label] = [k.get(tuple(r), '–') for r in wide[idx].itertuples(index=False)]
             lines += ['## Time-to-quality speedup of Alchemist', '',
                       f"Cost axis: `{sp['cost'].iloc[0] if len(sp) else '?'}`. Target: the quality the reference ends at (its largest budget); "
                       "`–` or NaN: Alchemist never reached it within its curve. Paper: 2.33x (20%) and 5x (50%) vs Random.", '', _md(wide), '']
         except KeyError as e: lines += [f"_speedups not computed: {e}_", '']
+    elif table == 'regime':
+        more, curves = regime_sections(name, df, records, out)
+        lines += more; figs += curves
     elif table == 'Fig3' and records is not None and len(records):
         hue = ['band']
         for y in ('loss', 'grad_norm'):
@@ -292,7 +414,8 @@ def report_table(name: str, df: pd.DataFrame, out: Path, records: pd.DataFrame |
                 dst = _fig_path(out, f"{name}_grid_{r.get('corpus', 'corpus')}")
                 dst.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(src, dst); figs.append(dst)
     else:
-        figs.append(bar_figure(df, QUALITY, by + ['corpus'], _fig_path(out, f'{name}_fd'), f'{table}: FD-EffNet (lower is better), mean ± sd over seeds'))
+        by_budget = varying(df, ['budget']) if 'budget' in df.columns else []   # bars of the two conventions are labelled apart
+        figs.append(bar_figure(df, QUALITY, by + by_budget + ['corpus'], _fig_path(out, f'{name}_fd'), f'{table}: FD-EffNet (lower is better), mean ± sd over seeds'))
     figs = [f for f in figs if f is not None]
     if figs: lines += ['## Figures', ''] + [f"![{f.stem}](figures/{f.name})" for f in figs] + ['']
     p = out/f'{name}.md'
@@ -312,6 +435,74 @@ def write_reports(results_dir: str | Path | None = None, out_dir: str | Path | N
     if out_dir is None and update_readme_headline(res): written.append(repo_root()/'README.md')  # only the real reports feed the README
     get_logger('alchemist.reports').info(f"{len(written)} report(s) written to {out}")
     return written
+
+# %% ../nbs/15_reports.ipynb #374c299b
+FLATTEN_FRAC = 0.05   # Full has flattened once the improvement still to come is below this share of its total
+
+def flattening_step(steps, values, frac: float = FLATTEN_FRAC, lower_is_better: bool = True) -> float:
+    "First step after which the curve improves by less than `frac` of its total improvement (first step to best); NaN if it never improves."
+    s, v = np.asarray(steps, float), np.asarray(values, float)
+    ok = np.isfinite(s) & np.isfinite(v); s, v = s[ok], v[ok]
+    o = np.argsort(s, kind='stable'); s, v = s[o], (v[o] if lower_is_better else -v[o])
+    if len(v) < 2: return float('nan')
+    best_from = np.minimum.accumulate(v[::-1])[::-1]   # the best value at or after each step
+    total = v[0] - best_from[0]
+    if not total > 0: return float('nan')
+    return float(s[int(np.argmax(v - best_from < frac * total))])
+
+def records_as_metrics(records: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    "Curve records with every column that is not a parameter, `seed`, `step` or part of the record renamed `metrics.<name>`, as in the main CSV."
+    keep = {*params, *RECORD_COLS, 'seed', 'step'}
+    return with_budget(records.rename(columns={c: f'metrics.{c}' for c in records.columns if c not in keep and not c.startswith('metrics.')}))
+
+def resolution_table(d: pd.DataFrame) -> pd.DataFrame:
+    "Per evaluated step (and any other row-group key that varies): oracle − random and |gap| / larger std, per quality metric."
+    g = oracle_gaps(d, extra=('step',))
+    if not len(g): return pd.DataFrame()
+    keys = ['step'] + [k for k in gap_keys(d, ('step',)) if k != 'step' and k in g.columns and g[k].astype(str).nunique() > 1]
+    g = g.assign(cell=[f"{x:+.3g} ({'∞' if r == np.inf else '–' if pd.isna(r) else f'{r:.1f}'}×{', within spread' if not pd.isna(w) and bool(w) else ''})"
+                       for x, r, w in zip(g.gap, g.ratio, g.within_spread)])
+    wide = g.pivot_table(index=keys, columns='name', values='cell', aggfunc='first', sort=False)
+    wide = wide[[n for _, n in QUALITY_METRICS if n in wide.columns]]
+    return wide.rename(columns=lambda n: f'{n}: oracle − random (gap ÷ larger std)').reset_index().sort_values(keys, kind='stable')
+
+def flattening_text(d: pd.DataFrame) -> str:
+    "Where Full's mean FD curve in `d` flattens, in words (or why it cannot be said)."
+    full = d[d['method'].astype(str) == 'full'] if 'method' in d.columns else d.iloc[0:0]
+    if not len(full) or QUALITY not in full.columns: return "No Full rows: no flattening step."
+    curve = full.groupby('step')[QUALITY].mean().sort_index()
+    at = flattening_step(curve.index, curve.values)
+    if math.isnan(at): return f"Full's FD-EffNet does not improve over steps {curve.index.min():g}–{curve.index.max():g}: no flattening step."
+    return (f"Full's FD-EffNet (mean over seeds) goes from {curve.iloc[0]:.4g} at step {curve.index[0]:g} to its best {curve.min():.4g}; "
+            f"it **flattens at step {at:g}** (after it, less than {FLATTEN_FRAC:.0%} of that improvement is left)"
+            + (" — at the last evaluated step, so it has not converged within this run." if at == curve.index.max() else "."))
+
+def regime_sections(name: str, df: pd.DataFrame, records: pd.DataFrame | None, out: Path) -> tuple[list[str], list[Path]]:
+    "Markdown lines and figures of the learning curves of the `regime` table (`records` = its `_records.csv`)."
+    lines = ['## Learning curves', '',
+             f"From `reports/results/{name}_records.csv`: each run evaluated at several steps. Curves: mean over seeds with the "
+             "seed std as a band. Per step: mean ± std per method, the share of the Random → Oracle gap, and the resolution ratio "
+             f"|oracle − random| / larger seed std (*within spread* below {GAP_SPREADS:g}). Full flattens at the first evaluated step "
+             f"after which its mean FD improves by less than {FLATTEN_FRAC:.0%} of its total improvement (first step to best).", '']
+    if records is None or not len(records) or 'step' not in records.columns:
+        return lines + ['_(no learning-curve records)_', ''], []
+    rm = add_gap_shares(records_as_metrics(records, param_cols(df)), extra=('step',))
+    hue = varying(rm, [c for c in param_cols(df) if c not in ('corpus', 'budget') and c in rm.columns]) or \
+          [c for c in ('method',) if c in rm.columns]
+    heads = {m: h for m, h, _ in METRICS}
+    mets = [m for m, _ in QUALITY_METRICS if m in rm.columns and rm[m].notna().any()]
+    figs = [line_figure(rm, 'step', m, hue, _fig_path(out, f"{name}_{m.removeprefix('metrics.')}_vs_step"),
+                        f"{heads[m]} against training step (mean, seed std as a band)", col='corpus', row='budget') for m in mets]
+    shown = mets + [c for c in (gap_share_col(m) for m in mets) if c in rm.columns]
+    for c in sorted(rm['corpus'].astype(str).unique()) if 'corpus' in rm.columns else [None]:
+        dc = rm if c is None else rm[rm['corpus'].astype(str) == c]
+        if c is not None: lines += [f'### corpus: {c}', '']
+        for b, d in budget_sections(dc):
+            if b is not None: lines += [f'#### {budget_heading(b)}', '']
+            lines += [flattening_text(d), '', _md(mean_std_table(d, ['step', *hue], shown)), '']
+            res = resolution_table(d)
+            if len(res): lines += ['Resolution ratio per step:', '', _md(res), '']
+    return lines, [f for f in figs if f is not None]
 
 # %% ../nbs/15_reports.ipynb #8af36171
 def compare(a, b, lower_is_better: bool = True, alpha: float = 0.05) -> tuple[str, float]:
@@ -333,8 +524,8 @@ def _sel(df, **kw):
     return df[m]
 
 # %% ../nbs/15_reports.ipynb #7f1a1a65
-CLAIM_FIELDS = ('table', 'claim', 'paper', 'kind', 'a', 'b', 'metric', 'better')   # every entry has these
-CLAIM_OPTIONAL = ('where', 'where_present', 'axes', 'skip')
+CLAIM_FIELDS = ('table', 'claim', 'paper', 'kind', 'a', 'b')   # every entry has these, and `metric` + `better` or `metrics`
+CLAIM_OPTIONAL = ('metric', 'better', 'metrics', 'where', 'where_present', 'axes', 'skip')
 BANDS = ('top', 'middle', 'tail')
 
 def claims_path() -> Path: return experiments_dir()/'claims.yaml'
@@ -347,7 +538,11 @@ def _check_claim(e, where: str) -> dict:
     if unknown: raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {list(CLAIM_FIELDS + CLAIM_OPTIONAL)}")
     if e['table'] not in TABLES: raise ConfigError(f"{where}: unknown table {e['table']!r}; choose one of {list(TABLES)}")
     if e['kind'] not in CLAIM_KINDS: raise ConfigError(f"{where}: unknown kind {e['kind']!r}; choose one of {list(CLAIM_KINDS)}")
-    if e['better'] not in ('lower', 'higher'): raise ConfigError(f"{where}: better must be 'lower' or 'higher', got {e['better']!r}")
+    if ('metrics' in e) == ('metric' in e or 'better' in e): raise ConfigError(f"{where}: give either metric and better, or metrics (not both)")
+    if 'metrics' in e and not (isinstance(e['metrics'], dict) and e['metrics']):
+        raise ConfigError(f"{where}: metrics must be a mapping of metric name to 'lower' or 'higher', got {e['metrics']!r}")
+    for m, better in claim_metrics(e):
+        if better not in ('lower', 'higher'): raise ConfigError(f"{where}: better must be 'lower' or 'higher', got {better!r} for {m}")
     for k in ('a', 'b', 'where', 'where_present', 'skip'):
         if k in e and not isinstance(e[k], dict): raise ConfigError(f"{where}: {k} must be a mapping of parameter values")
         if k in e and 'corpus' in e[k]: raise ConfigError(f"{where}: {k} names 'corpus', but every claim is checked on each corpus")
@@ -360,6 +555,10 @@ def _check_claim(e, where: str) -> dict:
         raise ConfigError(f"{where}: kind speedup needs a.method and b.method 'random' or 'full'")
     return e
 
+def claim_metrics(e: dict) -> list[tuple[str, str]]:
+    "The (metric, better) pairs one claim entry checks, in the file's order."
+    return list(e['metrics'].items()) if 'metrics' in e else [(e.get('metric'), e.get('better'))]
+
 def load_claims(path: str | Path | None = None) -> list[dict]:
     "The checked entries of the claims file (default `nbs/experiments/claims.yaml`), in file order."
     path = Path(path or claims_path())
@@ -370,8 +569,11 @@ def load_claims(path: str | Path | None = None) -> list[dict]:
     return [_check_claim(e, f"{path.name} claim {i}") for i, e in enumerate(doc['claims'])]
 
 # %% ../nbs/15_reports.ipynb #c460b2bd
+DELTA = 'Δ (a − b)'   # the claims table's mean difference, in the units of its row's metric
+
 def _claim_row(e: dict, corpus: str, claim: str, verdict: str, diff: float) -> dict:
-    return dict(table=e['table'], corpus=corpus, claim=claim, paper=e['paper'], **{'Δ FD (a − b)': diff}, verdict=verdict)
+    return dict(table=e['table'], corpus=corpus, budget=e.get('_budget', '–'), metric=e['metric'], claim=claim, paper=e['paper'],
+                **{DELTA: diff}, verdict=verdict)
 
 def _scope(e: dict, df: pd.DataFrame, corpus: str) -> pd.DataFrame:
     "The rows of `corpus` that claim `e` looks at: its `where` values, then its `where_present` values where the column exists."
@@ -392,6 +594,10 @@ def _kind_pair(e, df, c):
 def _kind_pair_if_measured(e, df, c):
     m, d = f"metrics.{e['metric']}", _sel(df, corpus=c)
     return _kind_pair(e, df, c) if m in d and d[m].notna().any() else []
+
+def _kind_pair_if_present(e, df, c):
+    d = _scope(e, df, c)   # calibration rows exist only where the corpus labels its defects: elsewhere no claim, not 'no data'
+    return _kind_pair(e, df, c) if len(_sel(d, **e['a'])) and len(_sel(d, **e['b'])) else []
 
 def _point_text(at: dict) -> str:
     return ', '.join(f'{k} {v:.0%}' if k == 'retention' else f'{k} {v}' for k, v in at.items())   # retention is a fraction
@@ -449,31 +655,41 @@ def _kind_speedup(e, df, c):
         out.append(_claim_row(e, c, claim, verdict, np.nan))
     return out
 
-CLAIM_KINDS = dict(pair=_kind_pair, pair_if_measured=_kind_pair_if_measured, axis_points=_kind_axis_points,
-                   best_of=_kind_best_of, bands=_kind_bands, speedup=_kind_speedup)
+CLAIM_KINDS = dict(pair=_kind_pair, pair_if_measured=_kind_pair_if_measured, pair_if_present=_kind_pair_if_present,
+                   axis_points=_kind_axis_points, best_of=_kind_best_of, bands=_kind_bands, speedup=_kind_speedup)
+
+def _measured(df: pd.DataFrame, corpus: str, metric: str) -> bool:
+    col = f'metrics.{metric}'
+    return col in df.columns and df.loc[df['corpus'].astype(str) == corpus, col].notna().any()
 
 def claims(res: dict[str, pd.DataFrame], profile: str, spec: list[dict] | None = None) -> pd.DataFrame:
-    "Check the paper's testable claims (`spec`, default `claims.yaml`) on the results of `profile`; one row per claim and corpus."
+    "Check the paper's testable claims (`spec`, default `claims.yaml`) on the results of `profile`; one row per claim, corpus, budget and metric."
     spec = load_claims() if spec is None else spec
     rows = []
-    for table in dict.fromkeys(e['table'] for e in spec):   # tables in the file's order, then corpora, then the table's claims
+    for table in dict.fromkeys(e['table'] for e in spec):   # tables in the file's order, then corpora, budgets, the table's claims, metrics
         df = res.get(f'{table}_{profile}')
         if df is None or 'corpus' not in df: continue
+        df = with_budget(df)
         for c in sorted(df['corpus'].astype(str).unique()):
-            for e in spec:
-                if e['table'] == table: rows += CLAIM_KINDS[e['kind']](e, df, c)
+            for b, d in budget_sections(df):
+                if not (d['corpus'].astype(str) == c).any(): continue
+                for e in (e for e in spec if e['table'] == table):
+                    for m, better in claim_metrics(e):
+                        if 'metrics' in e and not _measured(d, c, m): continue   # e.g. attribute accuracy off the synthetic corpus
+                        rows += CLAIM_KINDS[e['kind']]({**e, 'metric': m, 'better': better, '_budget': b or '–'}, d, c)
     return pd.DataFrame(rows)
 
 def claims_md(cl: pd.DataFrame) -> str:
     "The claims table as markdown: signed differences, '–' where there is none, numbers kept as written."
-    cl = cl.assign(**{'Δ FD (a − b)': cl['Δ FD (a − b)'].map(lambda x: '–' if pd.isna(x) else f'{x:+.3g}')})
-    return cl.rename(columns={'Δ FD (a − b)': 'Δ (a − b)'}).to_markdown(index=False, disable_numparse=True)
+    cl = cl.assign(**{DELTA: cl[DELTA].map(lambda x: '–' if pd.isna(x) else f'{x:+.3g}')})
+    return cl.to_markdown(index=False, disable_numparse=True)
 
 def write_headline(profile: str, results_dir: str | Path | None = None, out_dir: str | Path | None = None) -> Path | None:
-    "Write `reports/headline_<profile>.md`: the T1 table per corpus and the claim checks; None if T1 has no results."
+    "Write `reports/headline_<profile>.md`: the T1 table per corpus and budget convention, and the claim checks; None if T1 has no results."
     res = load_results(results_dir)
     t1 = res.get(f'T1_{profile}')
     if t1 is None: return None
+    t1 = add_gap_shares(with_budget(t1))
     out = Path(out_dir or reports_dir())
     by = [c for c in ('method', 'retention') if c in t1.columns]
     lines = [f"# Headline: Table 1 at the `{profile}` profile", '',
@@ -482,42 +698,62 @@ def write_headline(profile: str, results_dir: str | Path | None = None, out_dir:
              f"the CLIP-like score comes from a small image tower trained here, not from CLIP.", '', _provenance(t1), '']
     for c in sorted(t1['corpus'].astype(str).unique()) if 'corpus' in t1 else [None]:
         d = t1 if c is None else t1[t1['corpus'].astype(str) == c]
-        lines += [f"## {c or 'all'}", '', _md(mean_std_table(d, by)), '']
+        lines += [f"## {c or 'all'}", '']
+        for b, db in budget_sections(d):
+            if b is not None: lines += [f"### {budget_heading(b)}", '']
+            lines += [_md(mean_std_table(db, by)), ''] + gap_lines(db)
     cl = claims(res, profile)
     if len(cl):
-        lines += ["## Do the paper's claims hold here?", '',
-                  "One-sided Welch t-test on per-seed values at 5% (FD-EffNet unless the claim says otherwise): *holds*, *contradicted*, "
-                  "or *not resolved* (within the seed spread). Negative Δ favours the claim.", '', claims_md(cl), '']
+        lines += ["## Do the paper's claims hold here?", '', CLAIMS_NOTE, '', claims_md(cl), '']
     p = out/f'headline_{profile}.md'
     with atomic_path(p) as tmp: tmp.write_text('\n'.join(lines))
     return p
 
 # %% ../nbs/15_reports.ipynb #81cb916a
 README_BEGIN, README_END = '<!-- headline:begin (generated by alchemist.reports; do not edit) -->', '<!-- headline:end -->'
+CLAIMS_NOTE = ("One-sided Welch t-test on per-seed values at 5%, per corpus, budget convention and metric: *holds*, *contradicted*, "
+               "or *not resolved* (within the seed spread). Δ is in the row's metric: negative favours a claim on fd_effnet or "
+               "defect_rate (lower is better), positive one on clip_score or attr_acc (higher is better).")
+HEADLINE_METRICS = ('metrics.fd_effnet', 'metrics.clip_score', 'metrics.attr_acc', 'metrics.defect_rate',
+                    *(gap_share_col(m) for m, _ in QUALITY_METRICS))   # the README's columns, where measured
 
+
+def _gap_phrase(r: pd.Series, at_retention: bool = False) -> str:
+    "'FD -10 (20.0×)' for one `oracle_gaps` row, flagged when the gap is within the spread."
+    ratio = '–' if pd.isna(r.ratio) else '∞' if r.ratio == np.inf else f'{r.ratio:.1f}'
+    where = f" at {r.retention:.0%}" if at_retention else ''
+    return f"{r['name']}{where} {r.gap:+.3g} ({ratio}×{', gap within spread' if gap_note(r.within_spread) == 'gap within spread' else ''})"
 
 def _profile_block(res: dict[str, pd.DataFrame], prof: str) -> list[str]:
-    "Markdown lines for one profile: its main table (T1, else T3) per corpus, FD and defect rate, and its claim checks."
+    "Markdown lines for one profile: its main table (T1, else T3) per corpus and budget convention (`HEADLINE_METRICS`), the Random -> Oracle gaps, and its claim checks."
     name = next((f'{t}_{prof}' for t in ('T1', 'T3') if f'{t}_{prof}' in res), None)
     if name is None: return []
-    t = res[name]; by = [c for c in ('method', 'retention') if c in t.columns]
+    t = add_gap_shares(with_budget(res[name])); by = [c for c in ('method', 'retention') if c in t.columns]
     n_seeds = t.groupby(by)['seed'].nunique().min() if 'seed' in t else '?'
     def vals(c): return '/'.join(sorted(t[c].astype(str).unique())) if c in t.columns else '?'
     lines = [f"### Profile `{prof}`: {PROFILES[prof].note if prof in PROFILES else ''} ({vals('resolution')} px, {vals('corpus_n')} pairs per corpus, "
              f"{vals('epochs')} epochs of the subset)", '',
              f"{name.split('_')[0]} ({n_seeds}+ seeds per cell, runs dated {t['date'].min()} to {t['date'].max()}); "
-             f"FD-EffNet (lower is better), mean ± std; every table in `reports/*_{prof}.md`.", '']
-    q = [m for m in ('metrics.fd_effnet', 'metrics.defect_rate') if m in t.columns]
+             f"mean ± std over seeds of FD-EffNet (lower is better), CLIP-like and attribute accuracy (higher is better; synthetic only), "
+             f"the subset's defect rate, and each selector's share of the Random → Oracle gap (0 = Random, 1 = Oracle) where the table "
+             f"has Oracle rows; every table in `reports/*_{prof}.md`.", '']
     for c in sorted(t['corpus'].astype(str).unique()) if 'corpus' in t else [None]:
-        d = t if c is None else t[t['corpus'].astype(str) == c]
-        lines += [f"**{c or 'all'}**", '', _md(mean_std_table(d, by, q)), '']
+        dc = t if c is None else t[t['corpus'].astype(str) == c]
+        for b, d in budget_sections(dc):
+            q = [m for m in HEADLINE_METRICS if m in d.columns and d[m].notna().any()]
+            lines += [f"**{c or 'all'}**" + (f", {budget_heading(b)}" if b is not None else ''), '', _md(mean_std_table(d, by, q)), '']
+            g = oracle_gaps(d)
+            if len(g):
+                at = 'retention' in g.columns and g['retention'].nunique() > 1
+                lines += ['Random → Oracle gap (oracle − random, and in units of the larger seed std): ' +
+                          '; '.join(_gap_phrase(r, at) for _, r in g.iterrows()), '']
     cl = claims(res, prof)
     if len(cl):
-        lines += ["Do the paper's claims hold here? (one-sided Welch t-test at 5% on per-seed values, FD unless the claim says otherwise; *not resolved* = within the seed spread)", '', claims_md(cl), '']
+        lines += [f"Do the paper's claims hold here? {CLAIMS_NOTE}", '', claims_md(cl), '']
     return lines
 
 def headline_block(res: dict[str, pd.DataFrame]) -> str | None:
-    "The README's generated headline: per profile that has T1 or T3 results (paper first), the FD table per corpus and the claim checks."
+    "The README's generated headline: per profile that has T1 or T3 results (paper first), the quality table per corpus and budget, and the claim checks."
     lines = [l for prof in reversed(PROFILES) for l in _profile_block(res, prof)]
     return '\n'.join(lines) if lines else None
 

@@ -36,6 +36,7 @@ class Table:
 DOWNSTREAM = 'downstream.ipynb'   # select, train, evaluate: `experiments.run(cfg)`
 
 TABLES = {t.name: t for t in [
+    Table('regime', DOWNSTREAM, 'regime.yaml', 'Regime: learning curves of the calibration rows (oracle, random, full, defects_only); run first'),
     Table('T1', DOWNSTREAM, 'T1_selection.yaml', 'Table 1: Full, Random, heuristic filters and Alchemist at 20% / 50%'),
     Table('T2', DOWNSTREAM, 'T2_generality.yaml', 'Table 2: Alchemist vs Random across model size, data size and model family'),
     Table('T3', DOWNSTREAM, 'T3_retention.yaml', 'Table 3: retention 20% / 50% and Full on each corpus'),

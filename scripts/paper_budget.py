@@ -35,7 +35,7 @@ RUN_OVERHEAD_S = 30.0              # kernel start, imports, corpus and caption l
 RATER_PENALTY_S_PER_EPOCH = 90.0   # T3 paper: 150-200 s for 2 meta-epochs, Fig5 paper: 220-240 s for 3
 MODE_FACTOR = {'penalty': 1.0, 'unrolled': 4.51 / 2.06, 'alignment': 3.9 / 2.06}
 TRAIN_SHARE = 0.8026               # train split / corpus_n (16,052 of 20,000)
-CACHE_S = {'synthetic': 600.0, 'web': 1500.0}   # judge + reference features + caption embeddings, once per corpus
+CACHE_S = {'synthetic': 600.0, 'web': 1500.0, 'web-planted': 1500.0}   # judge + reference features + caption embeddings, once per corpus
 
 
 def scale(res: int) -> float: return (res / 32) ** 2
