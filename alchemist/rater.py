@@ -4,12 +4,14 @@
 
 # %% ../nbs/06_rater.ipynb #de270435
 from __future__ import annotations
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 # %% auto #0
-__all__ = ['RaterConfig', 'RaterOutput', 'Rater', 'RaterMismatchError', 'save_rater', 'load_rater']
+__all__ = ['IMAGE_INPUTS', 'TEXT_INPUTS', 'RaterConfig', 'rater_inputs', 'RaterOutput', 'frozen_dim', 'randconv_weights',
+           'randconv_features', 'frozen_image_features', 'Rater', 'RaterMismatchError', 'save_rater', 'load_rater']
 
 # %% ../nbs/06_rater.ipynb #ef444a93
 import torch
@@ -18,8 +20,12 @@ import torch.nn.functional as F
 
 # %% ../nbs/06_rater.ipynb #33a227c5
 from .core import ConfigError, atomic_path, config_from_dict, config_to_dict, get_device
+from .image_encoders import EFFNET_DIM, EFFNET_INPUT, as_float_images, effnet_features
 
 # %% ../nbs/06_rater.ipynb #0a120e22
+IMAGE_INPUTS = ('pixels', 'effnet', 'randconv')   # what the rater sees of the image (see "What the rater reads" below)
+TEXT_INPUTS = ('pooled', 'tokens')                # what it sees of the caption
+
 @dataclass
 class RaterConfig:
     resolution: int = 32             # input image side in pixels (the rater is tied to it)
@@ -31,12 +37,34 @@ class RaterConfig:
     train_softmax: bool = True       # softmax of the instance scores over the batch during training
     softmax_temperature: float = 1.0 # temperature T of that softmax (1.0 = released code)
     softmax_norm: str = 'sum'        # 'sum': weights sum to 1 (released code); 'mean': they average 1
-    film: bool = True                # modulate the conv stages by the caption (False = image-only rater)
+    film: bool = True                # modulate the conv stages by the caption (False = image-only rater; 'pixels' only)
+    image_input: str = 'pixels'      # 'pixels': its own FiLM conv encoder, trained (today) | 'effnet': frozen EfficientNet-Lite0
+                                     # features (the FD judge's extractor!) | 'randconv': a frozen, randomly initialised conv net
+    text_input: str = 'pooled'       # 'pooled': the MiniLM sentence vector (today) | 'tokens': the MiniLM token states, attention-pooled
+    effnet_size: int = EFFNET_INPUT  # 'effnet': side the images are upsampled to (224: the net's native input, as the FD judge reads it)
+    frozen_width: int = 64           # 'randconv': channels of each of its 3 stages (its feature: 3 x this)
+    frozen_seed: int = 0             # 'randconv': seed of its fixed weights
 
     def __post_init__(self):
         if self.softmax_norm not in ('sum', 'mean'): raise ConfigError(f"RaterConfig.softmax_norm must be 'sum' or 'mean', got {self.softmax_norm!r}")
         if self.resolution < 4 or self.width < 1 or self.depth < 1: raise ConfigError(f"RaterConfig: bad sizes resolution={self.resolution} width={self.width} depth={self.depth}")
         if self.softmax_temperature <= 0: raise ConfigError("RaterConfig.softmax_temperature must be > 0")
+        if self.image_input not in IMAGE_INPUTS: raise ConfigError(f"RaterConfig.image_input must be one of {IMAGE_INPUTS}, got {self.image_input!r}")
+        if self.text_input not in TEXT_INPUTS: raise ConfigError(f"RaterConfig.text_input must be one of {TEXT_INPUTS}, got {self.text_input!r}")
+        if self.effnet_size < 32: raise ConfigError(f"RaterConfig.effnet_size must be >= 32 px, got {self.effnet_size}")
+        if self.frozen_width < 1: raise ConfigError(f"RaterConfig.frozen_width must be >= 1, got {self.frozen_width}")
+
+    @property
+    def inputs(self) -> str:
+        "The input label of this rater, `<image_input>+<text_input>` (e.g. 'pixels+pooled', today's)."
+        return f'{self.image_input}+{self.text_input}'
+
+def rater_inputs(label: str) -> dict:
+    "RaterConfig fields of an input label `<image>+<text>` ('pixels+pooled', 'effnet+tokens', ...)."
+    parts = label.split('+')
+    if len(parts) != 2 or parts[0] not in IMAGE_INPUTS or parts[1] not in TEXT_INPUTS:
+        raise ConfigError(f"rater inputs {label!r}: expected '<image>+<text>' with image in {IMAGE_INPUTS} and text in {TEXT_INPUTS}")
+    return dict(image_input=parts[0], text_input=parts[1])
 
 # %% ../nbs/06_rater.ipynb #513039f3
 class RaterOutput(NamedTuple):
@@ -64,19 +92,60 @@ class _Stage(nn.Module):
         return F.gelu(x)
 
 # %% ../nbs/06_rater.ipynb #66c00072
+def frozen_dim(cfg: RaterConfig) -> int:
+    "Width of the frozen image feature the rater reads (0 for 'pixels': it learns its own)."
+    return {'pixels': 0, 'effnet': EFFNET_DIM, 'randconv': 3 * cfg.frozen_width}[cfg.image_input]
+
+def randconv_weights(cfg: RaterConfig) -> list:
+    "The fixed weights of the 'randconv' net: 3 conv3x3 layers of `frozen_width` channels, He-normal from `frozen_seed`, no biases."
+    g, F_, out, cin = torch.Generator().manual_seed(cfg.frozen_seed), cfg.frozen_width, [], 3
+    for _ in range(3):
+        out.append(torch.randn(F_, cin, 3, 3, generator=g) * math.sqrt(2.0 / (cin * 9))); cin = F_
+    return out
+
+def randconv_features(images: torch.Tensor, weights: list) -> torch.Tensor:
+    "Mean-pooled ReLU maps of each stride-2 stage of the random conv net, concatenated: [B, 3 x width] from images [B,3,H,W] in [-1,1]."
+    h, feats = images, []
+    for w in weights:
+        h = F.relu(F.conv2d(h, w.to(h.dtype), stride=2, padding=1)); feats.append(h.mean(dim=(2, 3)))
+    return torch.cat(feats, -1)
+
+def frozen_image_features(images, cfg: RaterConfig, batch_size: int = 256, device: str = 'cpu') -> torch.Tensor | None:
+    """The frozen image features [N, frozen_dim] (float32, cpu) the rater of `cfg` reads, for uint8 images [N,H,W,3] (or float
+    [N,3,H,W] in [-1,1]); None for 'pixels'. Computing them once per corpus and passing them in saves the rater that work per batch."""
+    if cfg.image_input == 'pixels': return None
+    if cfg.image_input == 'effnet':
+        return torch.from_numpy(effnet_features(images, batch_size=min(batch_size, 64), device=device, image_size=cfg.effnet_size)).float()
+    w, out = randconv_weights(cfg), []
+    for i in range(0, len(images), batch_size):
+        x = as_float_images(images[i:i + batch_size]) * 2 - 1
+        with torch.no_grad(): out.append(randconv_features(x, w))
+    return torch.cat(out)
+
+# %% ../nbs/06_rater.ipynb #afc37286
 def _mlp(cin, hidden):
     return nn.Sequential(nn.Linear(cin, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
 class Rater(nn.Module):
-    "Image+caption rater: FiLM conv encoder -> pooled h_i -> instance MLP x Group MLP (PAPER.md 1.3)."
+    """Image+caption rater: an image encoder (its own FiLM conv net, or a frozen net's features fused with the caption) ->
+    pooled h_i -> instance MLP x Group MLP (PAPER.md 1.3)."""
     def __init__(self, cfg: RaterConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or RaterConfig()
         C = cfg.width
-        self.stem = _Stage(3, C, 2, cfg.text_dim, cfg.film, kernel=2)   # 2x2 patches: H/2
-        self.stages = nn.ModuleList([_Stage(C, C, 2, cfg.text_dim, cfg.film) for _ in range(cfg.depth)])
+        if cfg.image_input == 'pixels':
+            self.stem = _Stage(3, C, 2, cfg.text_dim, cfg.film, kernel=2)   # 2x2 patches: H/2
+            self.stages = nn.ModuleList([_Stage(C, C, 2, cfg.text_dim, cfg.film) for _ in range(cfg.depth)])
+        else:                                                              # frozen features, fused with the caption: [u, v, u*v]
+            D = frozen_dim(cfg)
+            self.image_proj = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, C))
+            self.text_proj = nn.Linear(cfg.text_dim, C)
+            self.fuse = nn.Linear(3 * C, C)
         self.instance_mlp = _mlp(C, cfg.hidden)
         self.group_mlp = _mlp(2*C, cfg.hidden) if cfg.group_mlp else None
+        if cfg.text_input == 'tokens': self.token_query = nn.Parameter(torch.zeros(cfg.text_dim))   # 0: a masked mean to start with
+        if cfg.image_input == 'randconv':                                  # buffers: saved with the rater, never trained
+            for i, w in enumerate(randconv_weights(cfg)): self.register_buffer(f'randconv{i}', w)
 
     def _check(self, images, text_pooled):
         c = self.cfg
@@ -85,12 +154,42 @@ class Rater(nn.Module):
         if text_pooled.shape != (images.shape[0], c.text_dim):
             raise ValueError(f"Rater expects text_pooled [B={images.shape[0]},{c.text_dim}], got {tuple(text_pooled.shape)}")
 
-    def features(self, images: torch.Tensor, text_pooled: torch.Tensor) -> torch.Tensor:
-        "Mean-pooled feature h_i [B,C] of images [B,3,H,W] in [-1,1] mixed with the pooled caption embedding [B,text_dim]."
+    def text_vector(self, text_pooled: torch.Tensor, tokens: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        "The caption vector [B,text_dim] the rater reads: the pooled embedding, or ('tokens') an attention pool of the token states."
+        if self.cfg.text_input == 'pooled': return text_pooled
+        B, D = text_pooled.shape
+        if tokens is None or mask is None:
+            raise ValueError("RaterConfig.text_input='tokens': pass the caption `tokens` [B,L,D] and `mask` [B,L] (an alchemist.encoders.TextBatch has both)")
+        if tokens.ndim != 3 or tokens.shape[0] != B or tokens.shape[2] != D or tuple(mask.shape) != tuple(tokens.shape[:2]):
+            raise ValueError(f"Rater expects tokens [B={B},L,{D}] and mask [B,L], got {tuple(tokens.shape)} and {tuple(mask.shape)}")
+        tokens = tokens.to(text_pooled.dtype)
+        att = (tokens @ self.token_query) / math.sqrt(D)
+        att = att.masked_fill(~mask.bool(), -1e4)     # finite: a row without valid tokens gets a plain mean, not NaN
+        return (torch.softmax(att, 1)[..., None] * tokens).sum(1)
+
+    def image_vector(self, images: torch.Tensor, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        "The frozen image feature [B, frozen_dim]: `image_features` when given (precomputed), else computed from `images`."
+        c, D = self.cfg, frozen_dim(self.cfg)
+        if image_features is not None:
+            if tuple(image_features.shape) != (images.shape[0], D):
+                raise ValueError(f"Rater ({c.image_input}) expects image_features [B={images.shape[0]},{D}], got {tuple(image_features.shape)}")
+            return image_features.to(images.dtype)
+        if c.image_input == 'randconv': return randconv_features(images, [self.randconv0, self.randconv1, self.randconv2])
+        f = effnet_features(images.detach(), batch_size=64, device=str(images.device), image_size=c.effnet_size)
+        return torch.as_tensor(f, dtype=images.dtype, device=images.device)
+
+    def features(self, images: torch.Tensor, text_pooled: torch.Tensor, tokens: torch.Tensor | None = None,
+                 mask: torch.Tensor | None = None, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled feature h_i [B,C] of images [B,3,H,W] in [-1,1] and their captions (pooled embedding [B,text_dim]; token
+        states and mask for text_input='tokens'; precomputed frozen `image_features` optional)."""
         self._check(images, text_pooled)
-        x = self.stem(images, text_pooled)
-        for s in self.stages: x = s(x, text_pooled)
-        return x.mean(dim=(2, 3))
+        t = self.text_vector(text_pooled, tokens, mask)
+        if self.cfg.image_input == 'pixels':
+            x = self.stem(images, t)
+            for s in self.stages: x = s(x, t)
+            return x.mean(dim=(2, 3))
+        u, v = self.image_proj(self.image_vector(images, image_features)), self.text_proj(t)
+        return F.gelu(self.fuse(torch.cat([u, v, u * v], -1)))
 
     def heads(self, h: torch.Tensor, group_stats: tuple | None = None) -> tuple:
         """(instance [B], group []) from features h [B,C]. `group_stats=(mean [C], var [C])` replaces the
@@ -110,17 +209,19 @@ class Rater(nn.Module):
         if c.softmax_norm == 'mean': w = w * inst.shape[0]
         return w * g
 
-    def forward(self, images: torch.Tensor, text_pooled: torch.Tensor) -> RaterOutput:
-        h = self.features(images, text_pooled)
+    def forward(self, images: torch.Tensor, text_pooled: torch.Tensor, tokens: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, image_features: torch.Tensor | None = None) -> RaterOutput:
+        h = self.features(images, text_pooled, tokens, mask, image_features)
         inst, g = self.heads(h)
         return RaterOutput(inst, g, self.batch_weights(inst, g), h)
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, text_pooled: torch.Tensor, group_stats: tuple | None = None) -> torch.Tensor:
+    def score(self, images: torch.Tensor, text_pooled: torch.Tensor, group_stats: tuple | None = None, tokens: torch.Tensor | None = None,
+              mask: torch.Tensor | None = None, image_features: torch.Tensor | None = None) -> torch.Tensor:
         "Inference score s_i x g [B] (no softmax), in eval mode and without gradients."
         was = self.training; self.eval()
         try:
-            inst, g = self.heads(self.features(images, text_pooled), group_stats)
+            inst, g = self.heads(self.features(images, text_pooled, tokens, mask, image_features), group_stats)
             return inst * g
         finally: self.train(was)
 

@@ -68,3 +68,51 @@ def test_checkpoint_roundtrip_and_mismatch(tmp_path):
     with pytest.raises(RaterMismatchError, match='16 px, not 32 px'): load_rater(p, resolution=32)
     (tmp_path/'junk.pt').write_bytes(b'not a checkpoint')
     with pytest.raises(Exception): load_rater(tmp_path/'junk.pt')
+
+
+# --- what the rater reads (issue 17 item 4) ---
+from alchemist.rater import IMAGE_INPUTS, TEXT_INPUTS, frozen_dim, frozen_image_features, rater_inputs
+
+
+def test_default_rater_is_todays():
+    "New options default off: the default rater has exactly today's modules (same weights for the same seed)."
+    keys = set(_rater().state_dict())
+    assert not any(k.startswith(('token_query', 'randconv', 'image_proj', 'text_proj', 'fuse')) for k in keys)
+    assert {k.split('.')[0] for k in keys} == {'stem', 'stages', 'instance_mlp', 'group_mlp'}
+    assert RaterConfig().inputs == 'pixels+pooled'
+
+
+@pytest.mark.parametrize('image', IMAGE_INPUTS)
+@pytest.mark.parametrize('text', TEXT_INPUTS)
+def test_every_input_variant_trains(image, text):
+    x, t = _batch()
+    tok, m = torch.randn(6, 5, 384), torch.ones(6, 5, dtype=torch.bool)
+    r = _rater(image_input=image, text_input=text, effnet_size=32, frozen_width=4)
+    o = r(x, t, tokens=tok, mask=m)
+    assert o.instance.shape == (6,) and o.feature.shape == (6, 8)
+    o.weight.sum().backward()
+    assert all(p.grad is not None for p in r.parameters())
+    assert not any('randconv' in n for n, _ in r.named_parameters())       # a frozen net is never trained
+
+
+def test_token_pool_and_errors():
+    x, t = _batch()
+    tok, m = torch.randn(6, 5, 384), torch.tensor([[True, True, False, False, False]] * 6)
+    r = _rater(text_input='tokens')
+    assert torch.allclose(r.text_vector(t, tok, m), tok[:, :2].mean(1), atol=1e-6)   # the query starts at 0: a masked mean
+    with pytest.raises(ValueError, match='pass the caption `tokens`'): r(x, t)
+    with pytest.raises(ConfigError, match='image_input'): RaterConfig(image_input='vq')
+    with pytest.raises(ConfigError, match="'<image>\\+<text>'"): rater_inputs('pixels')
+    assert rater_inputs('randconv+tokens') == dict(image_input='randconv', text_input='tokens')
+
+
+def test_precomputed_frozen_features_match(tmp_path):
+    x, t = _batch()
+    for image in ('randconv', 'effnet'):
+        r = _rater(image_input=image, effnet_size=32, frozen_width=4)
+        f = frozen_image_features(x, r.cfg)
+        assert f.shape == (6, frozen_dim(r.cfg))
+        assert torch.allclose(r.score(x, t, image_features=f), r.score(x, t), atol=1e-4)
+        r2 = load_rater(save_rater(r, tmp_path/f'{image}.pt', corpus=dict(name='toy', resolution=16)))
+        assert r2.cfg.image_input == image and torch.allclose(r2.score(x, t, image_features=f), r.score(x, t, image_features=f))
+    assert frozen_image_features(x, RaterConfig()) is None
