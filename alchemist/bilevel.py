@@ -4,34 +4,42 @@
 
 # %% ../nbs/07_bilevel.ipynb #841c4c85
 from __future__ import annotations
-import copy, dataclasses, inspect, math, time
+import copy, dataclasses, hashlib, inspect, json, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MODES', 'TOY_DEFECTS', 'MetaConfig', 'lam_at', 'MetaSplit', 'Batch', 'make_batch', 'meta_splits', 'toy_meta_splits',
-           'reference_uids', 'corpus_splits', 'corpus_fingerprint', 'TinyT2I', 'LossModule', 'n_train_timesteps',
-           'build_proxy', 'weighted_mean', 'unrolled_outer_loss', 'alignment_weights', 'MetaState',
-           'meta_gradient_fd_check', 'meta_run_dir', 'meta_train']
+__all__ = ['MODES', 'TIMESTEPS', 'OUTERS', 'LEARNING', 'LEARNING_BY_MODE', 'TOY_DEFECTS', 'MetaConfig', 'lam_at', 'outer_beta',
+           'learning_config', 'MetaSplit', 'Batch', 'make_batch', 'meta_splits', 'toy_meta_splits', 'reference_uids',
+           'corpus_splits', 'corpus_fingerprint', 'frozen_key', 'attach_image_features', 'TinyT2I', 'LossModule',
+           'n_train_timesteps', 'proxy_t2i_config', 'proxy_seed', 'build_proxy', 'null_text', 'auroc',
+           'proxy_conditioning', 'warm_stages', 'warm_train_config', 'manifest_digest', 'warm_key', 'warm_root',
+           'warm_proxy', 'weighted_mean', 'outer_loss', 'unrolled_outer_loss', 'alignment_weights', 'MetaState',
+           'meta_gradient_fd_check', 'reset_due', 'step_batches', 'meta_run_dir', 'score_split', 'plot_meta_history',
+           'meta_train']
 
 # %% ../nbs/07_bilevel.ipynb #ae9f3304
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy.stats import rankdata, spearmanr
 from torch.func import functional_call, grad_and_value, vmap
 
 # %% ../nbs/07_bilevel.ipynb #8bc7dff2
 from .core import (ConfigError, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress,
-                            run_record, runs_dir, seed_everything, stable_hash, write_json)
+                            read_json, run_record, runs_dir, seed_everything, stable_hash, write_json)
 from .data import corpus_info, images_to_tensor, load_images, read_manifest, read_subset
 from .encoders import TextBatch, caption_embeddings, rows_for
-from .rater import Rater, RaterConfig, save_rater
+from .rater import Rater, RaterConfig, frozen_image_features, save_rater
 from .t2i import T2IConfig, build_t2i, use_math_attention
 from .toy import toy_samples, toy_text_batch
+from .train import TrainConfig, fit, load_trained
 
 # %% ../nbs/07_bilevel.ipynb #394f7cdd
 MODES = ('penalty', 'unrolled', 'alignment')
+TIMESTEPS = ('shared', 'random', 'stratified')
+OUTERS = ('loss', 'conditional')
 
 @dataclass
 class MetaConfig:
@@ -46,11 +54,11 @@ class MetaConfig:
     proxy_size: str = 's'            # alchemist.t2i size 's' | 'm' | 'l'
     proxy_kwargs: dict = field(default_factory=dict)  # extra T2IConfig fields for the proxy
     rater: RaterConfig = field(default_factory=RaterConfig)  # the rater (its resolution is set from `resolution`)
-    epochs: int = 6                  # passes over the held-out split
+    epochs: int = 6                  # passes over the held-out split (the budget when meta_steps = 0)
     max_steps_per_epoch: int = 0     # 0 = a full pass; >0 truncates each epoch (smoke runs, benchmarks)
     batch: int = 64                  # pairs per held-out batch and per train batch
     lam0: float = 1.0                # upper-level weight lambda in epoch 0 (a warm-up on held-out data)
-    lam_step: float = 0.03           # lambda decreases by this much per epoch
+    lam_step: float = 0.03           # lambda decreases by this much per epoch (= pass over the held-out split)
     lam_min: float = 0.0             # ... down to this floor
     lr: float = 1e-4                 # proxy AdamW learning rate
     rater_lr: float = 1e-4           # rater AdamW learning rate
@@ -59,11 +67,34 @@ class MetaConfig:
     clip: float = 2.0                # gradient-norm clip, both nets (0 = off)
     inner_steps: int = 1             # K differentiable inner steps ('unrolled')
     inner_lr: float = 1e-2           # alpha: inner SGD step size ('unrolled')
-    timesteps: str = 'shared'        # 'shared': one timestep and one noise image per batch (fair comparison inside a batch) | 'random'
+    timesteps: str = 'shared'        # 'shared': one timestep and one noise image per batch (fair comparison inside a batch) | 'random' |
+                                     # 'stratified': each sample at `strata` timesteps, one per stratum of [0, T), one noise image per
+                                     # stratum, all shared by every sample and by the held-out and train batches of a meta-step
+    strata: int = 4                  # timesteps='stratified': timesteps per sample (its loss is their mean; a step costs strata x more)
     reference_model: str = ''        # 'penalty' only: '' (released code) | 'warmup' (snapshot after epoch 0) | path to a proxy state_dict (Eq. 6)
     rater_signal: str = 'loss'       # 'penalty' only: 'loss' (released code: W' x sg[l]) | 'centered' (W' x sg[l - mean_B l]: no push of every weight to 0)
     align_distill: str = 'bce'       # 'alignment': 'bce' (instance vs w/max w, group vs positive share) | 'ce' (softmax vs w)
+    align_normalize: bool = False    # 'alignment': a_i = cos(g_i, g_ref) (per-sample gradients at unit norm, against the norm bias) instead of <g_i, g_ref>
     vmap_chunk: int = 16             # 'alignment': per-sample gradients computed this many at a time (memory)
+    outer: str = 'loss'              # 'unrolled'/'alignment' outer objective on the reference: 'loss' (the paper) | 'conditional' (ours:
+                                     # l(x,c) + outer_beta (l(x,c) - l(x,∅)), so a caption the proxy learns to ignore costs something)
+    outer_beta: float = 1.0          # outer='conditional': weight of the conditioning term
+    meta_steps: int = 0              # 0 = `epochs` passes over the held-out split (today); > 0 = a budget of meta-steps (the passes repeat)
+    log_every: int = 0               # meta_steps budget: meta-steps per history row, checkpoint and rater file; 0 = one pass over the held-out split
+    warm_steps: int = 0              # 0 = a cold proxy (today); > 0 = start from a proxy pre-trained this many steps by alchemist.train.fit (cached)
+    warm_on: str = 'reference'       # what the warm-up trains on: 'reference' (the held-out rows the outer loss reads) | 'pool' (the train split)
+    warm_lr: float = 1e-3            # warm-up AdamW learning rate (TrainConfig's default)
+    warm_batch: int = 64             # warm-up batch size (at most the rows it trains on)
+    warm_seed: int = -1              # seed of the warm-up run; -1 = `seed`
+    warm_probe: int = 256            # rows of each split the warm proxy is measured on (loss, conditioning gain own vs swapped caption)
+    warm_stagger: float = 0.5        # population: proxy p starts from the warm-up at warm_steps x (1 - warm_stagger x (P-1-p)/(P-1)) steps
+    warm_dir: str = ''               # warm-proxy cache root; '' = <corpus>/cache/warm_proxy (splits in memory: <runs>/warm_proxy)
+    population: int = 1              # P proxies; 1 = one proxy (today). A population is 4 or more (LEARNING: 4; DataRater: 8)
+    reset_every: int = 0             # each proxy returns to its start (its warm snapshot, else a fresh init) every this many meta-steps,
+                                     # proxy p offset by p x reset_every / P (staggered); 0 = never
+    probe_n: int = 0                 # train rows in a fixed probe set, scored after every history row: rank stability (0 = off)
+    stop_spearman: float = 0.0       # stop once the Spearman between consecutive probe scorings is >= this for stop_patience rows (0 = never)
+    stop_patience: int = 3           # ... that many history rows in a row
     device: str = 'cpu'              # torch device ('auto' = cuda if present)
     seed: int = 0                    # seeds the nets, the batch order, timesteps and noise
     out_dir: str = ''                # run folder; '' = runs/bilevel/<mode>-s<seed>
@@ -71,58 +102,106 @@ class MetaConfig:
 
     def __post_init__(self):
         if self.mode not in MODES: raise ConfigError(f"MetaConfig.mode must be one of {MODES}, got {self.mode!r}")
-        if self.timesteps not in ('shared', 'random'): raise ConfigError(f"MetaConfig.timesteps must be 'shared' or 'random', got {self.timesteps!r}")
+        if self.timesteps not in TIMESTEPS: raise ConfigError(f"MetaConfig.timesteps must be one of {TIMESTEPS}, got {self.timesteps!r}")
         if self.rater_signal not in ('loss', 'centered'): raise ConfigError(f"MetaConfig.rater_signal must be 'loss' or 'centered', got {self.rater_signal!r}")
         if self.align_distill not in ('bce', 'ce'): raise ConfigError(f"MetaConfig.align_distill must be 'bce' or 'ce', got {self.align_distill!r}")
         if self.inner_steps < 1: raise ConfigError("MetaConfig.inner_steps must be >= 1")
         if self.reference_model and self.mode != 'penalty': raise ConfigError("MetaConfig.reference_model is a 'penalty' option (paper Eq. 6)")
+        for k in ('strata', 'population', 'stop_patience', 'warm_batch'):
+            if getattr(self, k) < 1: raise ConfigError(f"MetaConfig.{k} must be >= 1, got {getattr(self, k)}")
+        for k in ('meta_steps', 'log_every', 'warm_steps', 'reset_every', 'probe_n'):
+            if getattr(self, k) < 0: raise ConfigError(f"MetaConfig.{k} must be >= 0, got {getattr(self, k)}")
+        if self.outer not in OUTERS: raise ConfigError(f"MetaConfig.outer must be one of {OUTERS}, got {self.outer!r}")
+        if self.outer != 'loss' and self.mode == 'penalty':
+            raise ConfigError("MetaConfig.outer is an 'unrolled'/'alignment' option: the penalty rater reads train losses (see rater_signal)")
+        if self.outer_beta < 0: raise ConfigError(f"MetaConfig.outer_beta must be >= 0, got {self.outer_beta}")
+        if self.align_normalize and self.mode != 'alignment': raise ConfigError("MetaConfig.align_normalize is an 'alignment' option")
+        if self.warm_on not in ('reference', 'pool'): raise ConfigError(f"MetaConfig.warm_on must be 'reference' or 'pool', got {self.warm_on!r}")
+        if self.warm_steps and self.proxy == 'tiny':
+            raise ConfigError("MetaConfig.warm_steps needs an alchemist.t2i proxy (proxy='unet' or 'pixart'): the warm-up is alchemist.train.fit, which trains those")
+        if self.warm_probe < 2: raise ConfigError(f"MetaConfig.warm_probe must be >= 2, got {self.warm_probe}")
+        if not 0 <= self.warm_stagger <= 1: raise ConfigError(f"MetaConfig.warm_stagger must be in [0, 1], got {self.warm_stagger}")
+        if self.population > 1 and self.reference_model: raise ConfigError("MetaConfig.reference_model is a one-proxy option (population=1)")
+        if not 0 <= self.stop_spearman <= 1: raise ConfigError(f"MetaConfig.stop_spearman must be in [0, 1], got {self.stop_spearman}")
+        if self.stop_spearman > 0 and self.probe_n < 3: raise ConfigError("MetaConfig.stop_spearman needs a probe set: probe_n >= 3")
         if isinstance(self.rater, dict): self.rater = config_from_dict(RaterConfig, self.rater, 'MetaConfig.rater')
 
 def lam_at(cfg: MetaConfig, epoch: int) -> float:
     "The upper-level weight lambda in `epoch`: lam0 - lam_step * epoch, floored at lam_min."
     return max(cfg.lam_min, cfg.lam0 - cfg.lam_step * epoch)
 
-# %% ../nbs/07_bilevel.ipynb #65338617
+def outer_beta(cfg: MetaConfig) -> float:
+    "The weight of the conditioning term in the outer objective (0 = the plain reference loss)."
+    return cfg.outer_beta if cfg.outer == 'conditional' else 0.0
+
+# %% ../nbs/07_bilevel.ipynb #1a604a56
+LEARNING = dict(meta_steps=2000, log_every=100, warm_steps=1200, warm_on='reference', population=4, reset_every=500,
+                timesteps='stratified', strata=4, probe_n=1024, stop_spearman=0.95, stop_patience=3)
+LEARNING_BY_MODE = dict(penalty=dict(), unrolled=dict(outer='conditional'), alignment=dict(outer='conditional', align_normalize=True))
+
+def learning_config(mode: str = 'alignment', **overrides) -> MetaConfig:
+    "A `MetaConfig` of `mode` with every option of a rater that learns at its recommended setting (`LEARNING`), then `overrides`."
+    if mode not in MODES: raise ConfigError(f"learning_config: mode must be one of {MODES}, got {mode!r}")
+    return config_from_dict(MetaConfig, {**LEARNING, **LEARNING_BY_MODE[mode], 'mode': mode, **overrides})
+
+# %% ../nbs/07_bilevel.ipynb #1e469303
 @dataclass
 class MetaSplit:
-    "One split in memory: `images` uint8 [N,H,W,3]; `tokens` [N,L,D], `mask` [N,L] bool, `pooled` [N,D]; `uids`; optional `defect` labels."
+    """One split in memory: `images` uint8 [N,H,W,3]; `tokens` [N,L,D], `mask` [N,L] bool, `pooled` [N,D]; `uids`; optional `defect`
+    labels; optional frozen `image_features` [N,F] for the rater, made by the net `features_of` names (`frozen_key`)."""
     images: np.ndarray
     tokens: torch.Tensor
     mask: torch.Tensor
     pooled: torch.Tensor
     uids: list
     defect: list | None = None
+    image_features: torch.Tensor | None = None
+    features_of: str = ''
 
     def __post_init__(self):
         n = len(self.images)
         if not (len(self.tokens) == len(self.mask) == len(self.pooled) == len(self.uids) == n):
             raise ValueError(f"MetaSplit rows disagree: images {n}, tokens {len(self.tokens)}, mask {len(self.mask)}, pooled {len(self.pooled)}, uids {len(self.uids)}")
+        if self.image_features is not None and len(self.image_features) != n:
+            raise ValueError(f"MetaSplit rows disagree: images {n}, image_features {len(self.image_features)}")
     def __len__(self): return len(self.images)
 
 @dataclass
 class Batch:
-    "A batch ready for the proxy and the rater: images `x` [B,3,H,W] in [-1,1], text, and the timesteps `t` [B] and `noise` of its loss."
+    """A batch ready for the proxy and the rater: images `x` [B,3,H,W] in [-1,1], text, the timesteps `t` [B] (or [B,S]:
+    S stratified timesteps per sample) and `noise` [B,3,H,W] (or [B,S,3,H,W]) of its loss, and the rater's frozen image features."""
     x: torch.Tensor
     tokens: torch.Tensor
     mask: torch.Tensor
     pooled: torch.Tensor
     t: torch.Tensor
     noise: torch.Tensor
+    image_features: torch.Tensor | None = None
 
 def make_batch(split: MetaSplit, idx, gen: torch.Generator, n_train_timesteps: int, timesteps: str = 'shared',
-               device='cpu', dtype=torch.float32) -> Batch:
-    "Rows `idx` of `split` with their loss timesteps and noise drawn from `gen` ('shared': one timestep and noise image for the batch)."
+               device='cpu', dtype=torch.float32, strata: int = 4) -> Batch:
+    """Rows `idx` of `split` with their loss timesteps and noise drawn from `gen` ('shared': one timestep and noise image for the
+    batch; 'random': one each per sample; 'stratified': `strata` timesteps per sample, one per stratum of [0, T) at a common
+    random offset, and one noise image per stratum, the same for every sample: a fresh generator of the same seed gives another
+    batch the same timesteps and noise)."""
     idx = np.asarray(idx)
     x = images_to_tensor(split.images[idx], dtype=dtype)
     B, shape = len(idx), x.shape[1:]
     if timesteps == 'shared':
         t = torch.randint(0, n_train_timesteps, (1,), generator=gen).expand(B).contiguous()
         noise = torch.randn((1, *shape), generator=gen, dtype=dtype).expand(B, *shape).contiguous()
+    elif timesteps == 'stratified':
+        u = torch.rand((), generator=gen, dtype=torch.float64)
+        t1 = ((torch.arange(strata, dtype=torch.float64) + u) * n_train_timesteps / strata).long().clamp(0, n_train_timesteps - 1)
+        t = t1.expand(B, strata).contiguous()
+        noise = torch.randn((strata, *shape), generator=gen, dtype=dtype).expand(B, strata, *shape).contiguous()
     else:
         t = torch.randint(0, n_train_timesteps, (B,), generator=gen)
         noise = torch.randn((B, *shape), generator=gen, dtype=dtype)
     ti = torch.as_tensor(idx)
-    return Batch(*(v.to(device) for v in (x, split.tokens[ti].to(dtype), split.mask[ti], split.pooled[ti].to(dtype), t, noise.to(dtype))))
+    feats = None if split.image_features is None else split.image_features[ti].to(device, dtype)
+    return Batch(*(v.to(device) for v in (x, split.tokens[ti].to(dtype), split.mask[ti], split.pooled[ti].to(dtype), t, noise.to(dtype))),
+                 image_features=feats)
 
 # %% ../nbs/07_bilevel.ipynb #005b5a69
 def meta_splits(images: np.ndarray, text: TextBatch, uids: list, split: list, defect: list | None = None) -> dict:
@@ -188,6 +267,29 @@ def corpus_fingerprint(cfg: MetaConfig, splits: dict) -> dict:
     else: name = f'toy-{cfg.toy_n}-s{cfg.seed}'
     return dict(name=name, resolution=cfg.resolution, n_train=len(splits['train']), n_heldout=len(splits['heldout']))
 
+# %% ../nbs/07_bilevel.ipynb #a42c5117
+def frozen_key(rater_cfg: RaterConfig) -> str:
+    "Which frozen image net (and setting) made a split's `image_features` for this rater; '' when it reads pixels."
+    c = rater_cfg
+    return {'pixels': '', 'effnet': f'effnet{c.effnet_size}', 'randconv': f'randconv{c.frozen_width}s{c.frozen_seed}'}[c.image_input]
+
+def attach_image_features(splits: dict, rater_cfg: RaterConfig, device: str = 'cpu', cache_dir: str | Path | None = None) -> dict:
+    """`splits` with the frozen image features the rater of `rater_cfg` reads (`alchemist.rater.frozen_image_features`), computed
+    once per split and, with `cache_dir` (a corpus's cache folder), kept on disk keyed on the split's uids; unchanged for 'pixels'."""
+    key = frozen_key(rater_cfg)
+    if not key: return splits
+    out = {}
+    for name, sp in splits.items():
+        if sp.features_of == key and sp.image_features is not None: out[name] = sp; continue
+        path = None if cache_dir is None else Path(cache_dir)/f"rater_{key}_r{sp.images.shape[1]}_{stable_hash(chr(31).join(sp.uids)) % 16**12:012x}.pt"
+        if path is not None and path.exists(): f = torch.load(path, weights_only=True)
+        else:
+            f = frozen_image_features(sp.images, rater_cfg, device=device)
+            if path is not None:
+                with atomic_path(path) as tmp: torch.save(f, tmp)
+        out[name] = dataclasses.replace(sp, image_features=f, features_of=key)
+    return out
+
 # %% ../nbs/07_bilevel.ipynb #52757094
 class TinyT2I(nn.Module):
     "Stand-in proxy: a FiLM conv noise predictor with the `alchemist.t2i` loss interface."
@@ -231,12 +333,19 @@ class TinyT2I(nn.Module):
 class LossModule(nn.Module):
     """Wraps a proxy so that `functional_call(LossModule(m), params, (x0, tokens, mask), dict(timesteps=..., noise=...))` returns
     the per-sample loss. Caption dropout (classifier-free guidance training) is switched off when the proxy has it: it would make
-    the loss random inside `vmap` and the finite-difference check, and the proxy is never sampled from."""
+    the loss random inside `vmap` and the finite-difference check, and the proxy is never sampled from. Timesteps [B,S] (with
+    noise [B,S,...]) give each sample's mean loss over its S timesteps (`timesteps='stratified'`)."""
     def __init__(self, model: nn.Module):
         super().__init__(); self.m = model
         self._nodrop = 'drop_captions' in inspect.signature(model.per_sample_loss).parameters
     def forward(self, x0, tokens, mask, timesteps=None, noise=None):
         kw = dict(drop_captions=False) if self._nodrop else {}
+        if timesteps is not None and timesteps.ndim == 2:
+            B, S = timesteps.shape
+            rep = lambda z: z.repeat_interleave(S, 0)
+            l = self.m.per_sample_loss(rep(x0), rep(tokens), rep(mask), timesteps=timesteps.reshape(B * S),
+                                       noise=noise.reshape(B * S, *noise.shape[2:]), **kw)
+            return l.view(B, S).mean(1)
         return self.m.per_sample_loss(x0, tokens, mask, timesteps=timesteps, noise=noise, **kw)
 
 def n_train_timesteps(model: nn.Module) -> int:
@@ -247,18 +356,127 @@ def n_train_timesteps(model: nn.Module) -> int:
         except AttributeError: pass
     return 1000
 
-def build_proxy(cfg: MetaConfig) -> nn.Module:
-    "The proxy T2I model of `cfg`: `TinyT2I` for proxy='tiny', else `alchemist.t2i.build_t2i`."
-    if cfg.proxy == 'tiny': return TinyT2I(cfg.resolution, **cfg.proxy_kwargs)
-    tc = config_from_dict(T2IConfig, dict(family=cfg.proxy, size=cfg.proxy_size, resolution=cfg.resolution, **cfg.proxy_kwargs), 'MetaConfig.proxy_kwargs')
-    m = build_t2i(tc, seed=cfg.seed)
+def proxy_t2i_config(cfg: MetaConfig) -> T2IConfig:
+    "The `alchemist.t2i.T2IConfig` of the proxy of `cfg` (proxy 'unet' or 'pixart')."
+    return config_from_dict(T2IConfig, dict(family=cfg.proxy, size=cfg.proxy_size, resolution=cfg.resolution, **cfg.proxy_kwargs), 'MetaConfig.proxy_kwargs')
+
+def proxy_seed(cfg: MetaConfig, member: int = 0, reset_at: int = 0) -> int:
+    "Seed of the initial weights of population member `member` (re-initialised at meta-step `reset_at`); member 0 at 0 = `cfg.seed`."
+    return cfg.seed if member == 0 and reset_at == 0 else stable_hash(f'{cfg.seed}/proxy{member}/reset{reset_at}') % 2**31
+
+def build_proxy(cfg: MetaConfig, seed: int | None = None) -> nn.Module:
+    """The proxy T2I model of `cfg`: `TinyT2I` for proxy='tiny', else `alchemist.t2i.build_t2i`. `seed` seeds its weights without
+    touching the global generator (None: the first proxy, as it has always been built: 'tiny' from the global generator, t2i from `cfg.seed`)."""
+    if cfg.proxy == 'tiny':
+        if seed is None: return TinyT2I(cfg.resolution, **cfg.proxy_kwargs)
+        with torch.random.fork_rng(): torch.manual_seed(seed); return TinyT2I(cfg.resolution, **cfg.proxy_kwargs)
+    m = build_t2i(proxy_t2i_config(cfg), seed=cfg.seed if seed is None else seed)
     if cfg.mode != 'penalty' and hasattr(m, 'set_math_attention'): m.set_math_attention()   # double backward / vmap friendly attention
     return m
 
 def _loss(lm: LossModule, pb: dict, b: Batch) -> torch.Tensor:
     return functional_call(lm, pb, (b.x, b.tokens, b.mask), dict(timesteps=b.t, noise=b.noise))
 
-# %% ../nbs/07_bilevel.ipynb #4657f3f9
+def null_text(b: Batch) -> Batch:
+    "`b` with its captions replaced by the null context (zero tokens, every position valid: `T2IModel.null_context`)."
+    return dataclasses.replace(b, tokens=torch.zeros_like(b.tokens), mask=torch.ones_like(b.mask))
+
+# %% ../nbs/07_bilevel.ipynb #71360f04
+def auroc(pos, neg) -> float:
+    "P(a random `pos` score > a random `neg` score), ties count half (Mann-Whitney U / (n_pos n_neg)); NaN when a side is empty."
+    pos, neg = np.asarray(pos, np.float64).ravel(), np.asarray(neg, np.float64).ravel()
+    if not len(pos) or not len(neg): return float('nan')
+    r = rankdata(np.r_[pos, neg])
+    return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+@torch.no_grad()
+def proxy_conditioning(model: nn.Module, split: MetaSplit, n: int = 256, n_timesteps: int = 8, seed: int = 0, batch: int = 64) -> dict:
+    """How well a proxy models `split` and uses its captions, on up to `n` of its clean rows (all rows without labels): mean loss
+    with the caption, without it (null context) and with another row's caption (fixed stratified timesteps, shared noise), the
+    conditioning gains loss(x, ∅) - loss(x, c) with the own and the swapped caption, and the AUROC of own vs swapped gains."""
+    cand = np.arange(len(split)) if split.defect is None else np.flatnonzero(np.asarray(split.defect) == 'clean')
+    if len(cand) < 2: cand = np.arange(len(split))
+    rows = np.sort(np.random.default_rng([seed, 4]).choice(cand, min(n, len(cand)), replace=False))
+    pi = np.random.default_rng([seed, 5]).permutation(len(rows)); sw = np.empty(len(rows), dtype=np.int64); sw[pi] = np.roll(pi, -1)
+    dev, was = next(model.parameters()).device, model.training
+    model.eval(); lc, lu, ls = [], [], []
+    try:
+        for i in range(0, len(rows), batch):
+            r, rs = torch.as_tensor(rows[i:i + batch]), torch.as_tensor(rows[sw[i:i + batch]])
+            x = images_to_tensor(split.images[r.numpy()], dev)
+            tok, m = split.tokens[r].to(dev).float(), split.mask[r].to(dev)
+            lc.append(model.stratified_loss(x, tok, m, n_timesteps, seed))
+            lu.append(model.stratified_loss(x, torch.zeros_like(tok), torch.ones_like(m), n_timesteps, seed))
+            ls.append(model.stratified_loss(x, split.tokens[rs].to(dev).float(), split.mask[rs].to(dev), n_timesteps, seed))
+    finally: model.train(was)
+    lc, lu, ls = (torch.cat(v).double().cpu().numpy() for v in (lc, lu, ls))
+    return dict(n=len(rows), loss=float(lc.mean()), loss_uncond=float(lu.mean()), loss_swapped=float(ls.mean()),
+                gain_own=float((lu - lc).mean()), gain_swapped=float((lu - ls).mean()), gain_auroc=auroc(lu - lc, lu - ls))
+
+def warm_stages(cfg: MetaConfig) -> list:
+    "The warm-up step each population member starts from: warm_steps x (1 - warm_stagger x (P-1-p)/(P-1)), the last one at warm_steps."
+    P, n = cfg.population, cfg.warm_steps
+    if P == 1: return [n]
+    return [max(1, round(n * (1 - cfg.warm_stagger * (P - 1 - p) / (P - 1)))) for p in range(P)]
+
+def warm_train_config(cfg: MetaConfig, n_rows: int) -> TrainConfig:
+    "The `alchemist.train.TrainConfig` of the warm-up: the proxy's model, `warm_steps` steps, EMA snapshots at the population's stages."
+    return TrainConfig(model=proxy_t2i_config(cfg), budget='steps', steps=cfg.warm_steps, batch_size=min(cfg.warm_batch, n_rows),
+                       lr=cfg.warm_lr, max_tokens=cfg.max_tokens, keep_steps=tuple(sorted({s for s in warm_stages(cfg) if s < cfg.warm_steps})),
+                       seed=cfg.seed if cfg.warm_seed < 0 else cfg.warm_seed, device=cfg.device)
+
+def _split_digest(sp: MetaSplit) -> str:
+    h = hashlib.sha1('\x1f'.join(sp.uids).encode())
+    h.update(np.ascontiguousarray(sp.images).tobytes()); h.update(sp.pooled.float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+def manifest_digest(corpus_dir: str | Path) -> str:
+    "sha1 of a corpus manifest's content (uid, caption, split, group and defect columns)."
+    man = read_manifest(corpus_dir)
+    cols = [c for c in ('uid', 'caption', 'split', 'group_id', 'defect') if c in man.columns]
+    return hashlib.sha1(man[cols].to_csv(index=False).encode()).hexdigest()
+
+def warm_key(cfg: MetaConfig, tc: TrainConfig, splits: dict) -> str:
+    "The cache key of a warm-up: its configuration, the corpus manifest (when `cfg.corpus`) and the content of both splits."
+    train = {k: v for k, v in config_to_dict(tc).items() if k not in ('device', 'out_dir', 'resume')}
+    h = hashlib.sha1(json.dumps(dict(train=train, warm_on=cfg.warm_on, probe=cfg.warm_probe), sort_keys=True, default=str).encode())
+    if cfg.corpus: h.update(manifest_digest(cfg.corpus).encode())
+    for k in ('train', 'heldout'): h.update(_split_digest(splits[k]).encode())
+    return h.hexdigest()[:16]
+
+def warm_root(cfg: MetaConfig) -> Path:
+    "Where warm proxies are cached: `warm_dir`, else <corpus>/cache/warm_proxy, else <runs>/warm_proxy."
+    if cfg.warm_dir: return Path(cfg.warm_dir)
+    return Path(cfg.corpus)/'cache'/'warm_proxy' if cfg.corpus else runs_dir()/'warm_proxy'
+
+def warm_proxy(cfg: MetaConfig, splits: dict) -> dict:
+    """Pre-train the proxy of `cfg` with `alchemist.train.fit` on the reference (or the pool) for `warm_steps` steps, measure it
+    before and after (`proxy_conditioning` on both splits), cache both; returns dict(dir, key, cached, report, stages: one proxy
+    state dict per population member, `warm_stages`)."""
+    log = get_logger('alchemist.bilevel')
+    data = splits['heldout' if cfg.warm_on == 'reference' else 'train']
+    tc = warm_train_config(cfg, len(data))
+    key = warm_key(cfg, tc, splits)
+    d = warm_root(cfg)/f'{cfg.proxy}-{cfg.proxy_size}-{cfg.resolution}px-w{cfg.warm_steps}-{key}'
+    cached = (d/'warm.json').exists()
+    if cached: report = read_json(d/'warm.json')
+    else:
+        measure = lambda m: {name: proxy_conditioning(m, splits[k], cfg.warm_probe) for name, k in (('reference', 'heldout'), ('pool', 'train'))}
+        with torch.random.fork_rng():   # fit seeds the global generator: what follows must not depend on whether the warm-up was cached
+            before = measure(build_t2i(tc.model, seed=tc.seed, device=cfg.device))
+            res = fit(tc, data.images, data.tokens, data.mask, data.uids, d)
+            after = measure(load_trained(d, device=cfg.device))
+        report = run_record(tc, key=key, warm_on=cfg.warm_on, stages=warm_stages(cfg), before=before, after=after,
+                            fit={k: res[k] for k in ('steps', 'n_train', 'final_loss', 'wall_s', 'cpu_ratio')})
+        write_json(d/'warm.json', report)
+    a = report['after']['reference']
+    log.info(f"warm proxy {d.name} ({'cached' if cached else 'trained'}): reference loss {a['loss']:.4f}, conditioning gain own "
+             f"{a['gain_own']:.4f} vs swapped {a['gain_swapped']:.4f} (AUROC {a['gain_auroc']:.3f})")
+    if a['gain_auroc'] < 0.6: log.warning(f"warm proxy {d.name} barely uses its captions (gain AUROC {a['gain_auroc']:.3f}): more warm_steps?")
+    stages = [load_trained(d, step=s if s < cfg.warm_steps else None).state_dict() for s in warm_stages(cfg)]
+    return dict(dir=d, key=key, cached=cached, report=report, stages=stages)
+
+# %% ../nbs/07_bilevel.ipynb #fa72d3ac
 def weighted_mean(w: torch.Tensor, l: torch.Tensor, rater_cfg: RaterConfig) -> torch.Tensor:
     "The weighted average loss: sum(w*l) when the weights are a softmax summing to one (times g), else mean(w*l)."
     return (w * l).sum() if (rater_cfg.train_softmax and rater_cfg.softmax_norm == 'sum') else (w * l).mean()
@@ -270,56 +488,89 @@ def _clip_step(opt, params, clip):
 def _set_grads(params, grads):
     for p, g in zip(params, grads): p.grad = None if g is None else g.detach().clone()
 
-# %% ../nbs/07_bilevel.ipynb #71360f04
+def _rate(rater: Rater, b: Batch):
+    "The rater's output on batch `b` (pixels, pooled caption, token states and mask, frozen image features when the split has them)."
+    return rater(b.x, b.pooled, tokens=b.tokens, mask=b.mask, image_features=b.image_features)
+
+def outer_loss(lm: LossModule, pb: dict, bv: Batch, beta: float = 0.0) -> torch.Tensor:
+    """The outer objective on the reference batch `bv`: its mean loss, or (beta > 0, `outer='conditional'`, ours) the mean of
+    l(x,c) + beta (l(x,c) - l(x,∅)): lower when the proxy fits the reference *and* its captions help it."""
+    l = _loss(lm, pb, bv)
+    if not beta: return l.mean()
+    return (l + beta * (l - _loss(lm, pb, null_text(bv)))).mean()
+
+# %% ../nbs/07_bilevel.ipynb #bd51b44d
 def unrolled_outer_loss(lm: LossModule, params: dict, buffers: dict, rater: Rater, bts: list, bv: Batch, inner_lr: float,
-                        create_graph: bool = True) -> tuple:
-    """Held-out loss after K = len(bts) differentiable inner SGD steps on the rater-weighted train loss.
+                        create_graph: bool = True, outer_beta: float = 0.0) -> tuple:
+    """Held-out objective (`outer_loss`) after K = len(bts) differentiable inner SGD steps on the rater-weighted train loss.
     Returns (L_out, inner_grads (detached, one list per step), stats)."""
     theta, inner, stats = dict(params), [], {}
     for b in bts:
-        o = rater(b.x, b.pooled)
+        o = _rate(rater, b)
         l = _loss(lm, {**theta, **buffers}, b)
         gs = torch.autograd.grad(weighted_mean(o.weight, l, rater.cfg), list(theta.values()), create_graph=create_graph)
         inner.append([g.detach() for g in gs])
         theta = {k: v - inner_lr * g for (k, v), g in zip(theta.items(), gs)}
         stats = dict(l_train=float(l.detach().mean()), w_std=float(o.weight.detach().std()), group=float(o.group.detach()))
-    return _loss(lm, {**theta, **buffers}, bv).mean(), inner, stats
+    return outer_loss(lm, {**theta, **buffers}, bv, outer_beta), inner, stats
 
-# %% ../nbs/07_bilevel.ipynb #17c812b5
-def alignment_weights(lm: LossModule, params: dict, buffers: dict, bt: Batch, bv: Batch, chunk: int | None = 16) -> tuple:
+# %% ../nbs/07_bilevel.ipynb #36a77b13
+def alignment_weights(lm: LossModule, params: dict, buffers: dict, bt: Batch, bv: Batch, chunk: int | None = 16,
+                      normalize: bool = False, outer_beta: float = 0.0) -> tuple:
     """Ren et al. look-ahead weights. Returns (a [B] gradient alignments, w [B] rectified normalised weights,
-    per-sample gradients {name: [B,...]}, held-out gradient {name: ...}, per-sample train losses [B], held-out loss)."""
+    per-sample gradients {name: [B,...]}, held-out gradient {name: ...}, per-sample train losses [B], held-out objective).
+    `normalize`: a_i is the cosine of g_i and the held-out gradient, not their dot product; `outer_beta`: see `outer_loss`."""
     names = list(params)
     p0 = {k: v.detach() for k, v in params.items()}
-    def val_loss(p): return _loss(lm, {**p, **buffers}, bv).mean()
+    def val_loss(p): return outer_loss(lm, {**p, **buffers}, bv, outer_beta)
     gv, L_val = grad_and_value(val_loss)(p0)
     def one(p, x, tok, m, t, n):
         return functional_call(lm, {**p, **buffers}, (x[None], tok[None], m[None]), dict(timesteps=t[None], noise=n[None]))[0]
     G, l = vmap(grad_and_value(one), in_dims=(None, 0, 0, 0, 0, 0), chunk_size=chunk)(p0, bt.x, bt.tokens, bt.mask, bt.t, bt.noise)
     a = sum(G[k].flatten(1) @ gv[k].flatten() for k in names)
+    if normalize:
+        gn = sum(G[k].flatten(1).pow(2).sum(1) for k in names).sqrt(); vn = sum(gv[k].pow(2).sum() for k in names).sqrt()
+        a = a / (gn * vn).clamp_min(1e-20)
     pos = a.clamp_min(0)
     w = pos / pos.sum() if pos.sum() > 0 else torch.zeros_like(pos)
     return a, w, G, gv, l, L_val
 
-# %% ../nbs/07_bilevel.ipynb #3eb6e034
+# %% ../nbs/07_bilevel.ipynb #111c25f5
 class MetaState:
-    "The proxy, the rater, their AdamW optimisers and the optional reference model; `step` is one meta step of `cfg.mode`."
-    def __init__(self, cfg: MetaConfig, proxy: nn.Module, rater: Rater):
-        self.cfg, self.proxy, self.rater, self.lm = cfg, proxy, rater, LossModule(proxy)
-        kw = dict(betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-        self.opt_p = torch.optim.AdamW(proxy.parameters(), lr=cfg.lr, **kw)
-        self.opt_r = torch.optim.AdamW(rater.parameters(), lr=cfg.rater_lr, **kw)
+    """The proxies (`population` of them; `proxy` is the first), the rater, their AdamW optimisers (one per proxy) and the optional
+    reference model. `population_step` is one meta step of `cfg.mode`: each proxy takes its own step on its own batches and
+    gives the rater a meta-gradient; the rater moves once, on their mean."""
+    def __init__(self, cfg: MetaConfig, proxy: nn.Module | list, rater: Rater):
+        proxies = list(proxy) if isinstance(proxy, (list, tuple)) else [proxy]
+        self.cfg, self.rater, self.proxies = cfg, rater, proxies
+        self.lms = [LossModule(p) for p in proxies]
+        self.opts_p = [self._proxy_opt(p) for p in proxies]
+        self.opt_r = torch.optim.AdamW(rater.parameters(), lr=cfg.rater_lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         self.reference = None
         if cfg.reference_model not in ('', 'warmup'):
-            self.reference = copy.deepcopy(proxy).requires_grad_(False)
+            self.reference = copy.deepcopy(proxies[0]).requires_grad_(False)
             self.reference.load_state_dict(torch.load(cfg.reference_model, map_location='cpu', weights_only=False))
 
+    proxy = property(lambda self: self.proxies[0]); lm = property(lambda self: self.lms[0]); opt_p = property(lambda self: self.opts_p[0])
+
+    def _proxy_opt(self, proxy: nn.Module):
+        return torch.optim.AdamW(proxy.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay)
+
+    def reset_proxy(self, member: int, state: dict):
+        "Put population member `member` back to `state` (its start), with a fresh optimiser."
+        self.proxies[member].load_state_dict(state); self.opts_p[member] = self._proxy_opt(self.proxies[member])
+
     def state_dict(self) -> dict:
-        return dict(proxy=self.proxy.state_dict(), rater=self.rater.state_dict(), opt_p=self.opt_p.state_dict(),
-                    opt_r=self.opt_r.state_dict(), reference=None if self.reference is None else self.reference.state_dict())
+        d = dict(proxy=self.proxy.state_dict(), rater=self.rater.state_dict(), opt_p=self.opt_p.state_dict(),
+                 opt_r=self.opt_r.state_dict(), reference=None if self.reference is None else self.reference.state_dict())
+        if len(self.proxies) > 1: d['population'] = [dict(proxy=p.state_dict(), opt_p=o.state_dict()) for p, o in zip(self.proxies[1:], self.opts_p[1:])]
+        return d
     def load_state_dict(self, d: dict):
+        more = d.get('population', [])
+        if len(more) != len(self.proxies) - 1: raise ValueError(f"checkpoint holds {len(more) + 1} proxies, this state {len(self.proxies)}")
         self.proxy.load_state_dict(d['proxy']); self.rater.load_state_dict(d['rater'])
         self.opt_p.load_state_dict(d['opt_p']); self.opt_r.load_state_dict(d['opt_r'])
+        for p, o, m in zip(self.proxies[1:], self.opts_p[1:], more): p.load_state_dict(m['proxy']); o.load_state_dict(m['opt_p'])
         if d.get('reference') is not None:
             self.reference = copy.deepcopy(self.proxy).requires_grad_(False); self.reference.load_state_dict(d['reference'])
     def snapshot_reference(self):
@@ -327,7 +578,21 @@ class MetaState:
         self.reference = copy.deepcopy(self.proxy).requires_grad_(False)
 
     def step(self, bv: Batch, bts: list, lam: float) -> dict:
-        return dict(penalty=self.penalty_step, unrolled=self.unrolled_step, alignment=self.alignment_step)[self.cfg.mode](bv, bts, lam)
+        "One meta step with the same batches for every proxy."
+        return self.population_step([(bv, bts)] * len(self.proxies), lam)
+
+    def population_step(self, batches: list, lam: float) -> dict:
+        "One meta step: `batches[p] = (bv, bts)` of proxy p; the rater's meta-gradients are averaged over the proxies. Returns the mean scalars."
+        if len(batches) != len(self.proxies): raise ValueError(f"{len(batches)} batch pairs for {len(self.proxies)} proxies")
+        fn = dict(penalty=self._penalty, unrolled=self._unrolled, alignment=self._alignment)[self.cfg.mode]
+        out = [fn(p, bv, bts, lam) for p, (bv, bts) in enumerate(batches)]
+        rp = list(self.rater.parameters())
+        if len(out) == 1: g = out[0][1]
+        else: g = [None if all(o[1][j] is None for o in out) else
+                   sum(o[1][j] if o[1][j] is not None else torch.zeros_like(rp[j]) for o in out) / len(out) for j in range(len(rp))]
+        self.opt_r.zero_grad(set_to_none=True); _set_grads(rp, g); _clip_step(self.opt_r, rp, self.cfg.clip)
+        ms = [o[0] for o in out]
+        return ms[0] if len(ms) == 1 else {k: sum(m[k] for m in ms) / len(ms) for k in ms[0]}
 
     def plain_step(self, b: Batch) -> dict:
         "One ordinary proxy step on the mean loss of batch `b` (the cost unit of the benchmarks)."
@@ -335,65 +600,65 @@ class MetaState:
         self.opt_p.zero_grad(set_to_none=True); loss.backward(); _clip_step(self.opt_p, self.proxy.parameters(), self.cfg.clip)
         return dict(loss=float(loss.detach()))
 
-    def penalty_step(self, bv: Batch, bts: list, lam: float) -> dict:
-        cfg, P, R, bt = self.cfg, self.proxy, self.rater, bts[0]
+    def _rater_grads(self, loss: torch.Tensor) -> list:
+        return list(torch.autograd.grad(loss, list(self.rater.parameters()), allow_unused=True))
+
+    def _penalty(self, p: int, bv: Batch, bts: list, lam: float) -> tuple:
+        cfg, P, R, bt, lm, opt = self.cfg, self.proxies[p], self.rater, bts[0], self.lms[p], self.opts_p[p]
         B = bv.x.shape[0]
         if lam >= 1:       # warm-up: the train term has weight 0, so its loss needs no graph
-            l_v = self.lm(bv.x, bv.tokens, bv.mask, bv.t, bv.noise)
-            with torch.no_grad(): l_t = self.lm(bt.x, bt.tokens, bt.mask, bt.t, bt.noise)
+            l_v = lm(bv.x, bv.tokens, bv.mask, bv.t, bv.noise)
+            with torch.no_grad(): l_t = lm(bt.x, bt.tokens, bt.mask, bt.t, bt.noise)
         else:              # one forward over both batches
             cat = lambda a, b: torch.cat([a, b])
-            l = self.lm(cat(bv.x, bt.x), cat(bv.tokens, bt.tokens), cat(bv.mask, bt.mask), cat(bv.t, bt.t), cat(bv.noise, bt.noise))
+            l = lm(cat(bv.x, bt.x), cat(bv.tokens, bt.tokens), cat(bv.mask, bt.mask), cat(bv.t, bt.t), cat(bv.noise, bt.noise))
             l_v, l_t = l[:B], l[B:]
-        with torch.no_grad(): W = R(bt.x, bt.pooled).weight
+        with torch.no_grad(): W = _rate(R, bt).weight
         L_total = lam * l_v.mean() + (1 - lam) * (W * l_t).mean() if lam < 1 else l_v.mean()
-        self.opt_p.zero_grad(set_to_none=True); L_total.backward(); _clip_step(self.opt_p, P.parameters(), cfg.clip)
+        opt.zero_grad(set_to_none=True); L_total.backward(); _clip_step(opt, P.parameters(), cfg.clip)
         signal = l_t.detach()
         if self.reference is not None:
             with torch.no_grad(): signal = signal - LossModule(self.reference)(bt.x, bt.tokens, bt.mask, bt.t, bt.noise)
         if cfg.rater_signal == 'centered': signal = signal - signal.mean()
-        o = R(bt.x, bt.pooled)
+        o = _rate(R, bt)
         L_r = (o.weight * signal).mean()
-        self.opt_r.zero_grad(set_to_none=True); L_r.backward(); _clip_step(self.opt_r, R.parameters(), cfg.clip)
         return dict(l_val=float(l_v.detach().mean()), l_train=float(l_t.detach().mean()), loss_proxy=float(L_total.detach()), loss_rater=float(L_r.detach()),
-                    w_std=float(o.weight.detach().std()), group=float(o.group.detach()))
+                    w_std=float(o.weight.detach().std()), group=float(o.group.detach())), self._rater_grads(L_r)
 
-    def unrolled_step(self, bv: Batch, bts: list, lam: float) -> dict:
-        cfg, R = self.cfg, self.rater
-        params, buffers = dict(self.lm.named_parameters()), dict(self.lm.named_buffers())
+    def _unrolled(self, p: int, bv: Batch, bts: list, lam: float) -> tuple:
+        cfg, R, lm, opt = self.cfg, self.rater, self.lms[p], self.opts_p[p]
+        params, buffers = dict(lm.named_parameters()), dict(lm.named_buffers())
         rp, pp = list(R.parameters()), list(params.values())
         with use_math_attention():   # double backward on CPU needs the math kernel
-            L_out, inner, st = unrolled_outer_loss(self.lm, params, buffers, R, bts, bv, cfg.inner_lr)
+            L_out, inner, st = unrolled_outer_loss(lm, params, buffers, R, bts, bv, cfg.inner_lr, outer_beta=outer_beta(cfg))
             grads = torch.autograd.grad(L_out, rp + pp, allow_unused=True)
         g_r, g_look = grads[:len(rp)], grads[len(rp):]
-        self.opt_r.zero_grad(set_to_none=True); _set_grads(rp, g_r); _clip_step(self.opt_r, rp, cfg.clip)
         g_in = [sum(gs[j] for gs in inner) / len(inner) for j in range(len(pp))]
         g_p = [lam * (gl if gl is not None else torch.zeros_like(gi)) + (1 - lam) * gi for gl, gi in zip(g_look, g_in)]
-        self.opt_p.zero_grad(set_to_none=True); _set_grads(pp, g_p); _clip_step(self.opt_p, pp, cfg.clip)
-        return dict(l_val=float(L_out.detach()), loss_rater=float(L_out.detach()), **st)
+        opt.zero_grad(set_to_none=True); _set_grads(pp, g_p); _clip_step(opt, pp, cfg.clip)
+        return dict(l_val=float(L_out.detach()), loss_rater=float(L_out.detach()), **st), list(g_r)
 
-    def alignment_step(self, bv: Batch, bts: list, lam: float) -> dict:
-        cfg, R, bt = self.cfg, self.rater, bts[0]
-        params, buffers = dict(self.lm.named_parameters()), dict(self.lm.named_buffers())
+    def _alignment(self, p: int, bv: Batch, bts: list, lam: float) -> tuple:
+        cfg, R, bt, lm, opt = self.cfg, self.rater, bts[0], self.lms[p], self.opts_p[p]
+        params, buffers = dict(lm.named_parameters()), dict(lm.named_buffers())
         with use_math_attention():   # double backward on CPU needs the math kernel
-            a, w, G, gv, l, L_val = alignment_weights(self.lm, params, buffers, bt, bv, cfg.vmap_chunk or None)
+            a, w, G, gv, l, L_val = alignment_weights(lm, params, buffers, bt, bv, cfg.vmap_chunk or None, cfg.align_normalize, outer_beta(cfg))
         names, pp = list(params), list(params.values())
-        self.opt_p.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         _set_grads(pp, [lam * gv[k] + (1 - lam) * torch.einsum('b,b...->...', w, G[k]) for k in names])
-        _clip_step(self.opt_p, pp, cfg.clip)
-        o = R(bt.x, bt.pooled)
+        _clip_step(opt, pp, cfg.clip)
+        o = _rate(R, bt)
         if cfg.align_distill == 'ce':
-            p = torch.softmax(o.instance / R.cfg.softmax_temperature, 0)
-            L_r = -(w * torch.log(p + 1e-12)).sum()
+            q = torch.softmax(o.instance / R.cfg.softmax_temperature, 0)
+            L_r = -(w * torch.log(q + 1e-12)).sum()
         else:
             target = w / w.max() if w.max() > 0 else w
             L_r = F.binary_cross_entropy(o.instance, target)
         if R.group_mlp is not None:
             share = a.clamp_min(0).sum() / a.abs().sum().clamp_min(1e-12)
             L_r = L_r + F.binary_cross_entropy(o.group, share.to(o.group.dtype))
-        self.opt_r.zero_grad(set_to_none=True); L_r.backward(); _clip_step(self.opt_r, R.parameters(), cfg.clip)
         return dict(l_val=float(L_val), l_train=float(l.mean()), loss_rater=float(L_r.detach()), pos_frac=float((a > 0).float().mean()),
-                    w_std=float(o.weight.detach().std()), group=float(o.group.detach()))
+                    w_std=float(o.weight.detach().std()), group=float(o.group.detach())), self._rater_grads(L_r)
 
 # %% ../nbs/07_bilevel.ipynb #6dd5f49d
 def meta_gradient_fd_check(inner_steps: int = 2, resolution: int = 8, seed: int = 0, n_dirs: int = 3, eps: float = 1e-6,
@@ -427,30 +692,93 @@ def meta_gradient_fd_check(inner_steps: int = 2, resolution: int = 8, seed: int 
         errs.append(abs(fd - ad) / max(abs(fd), abs(ad), 1e-30))
     return max(errs)
 
-# %% ../nbs/07_bilevel.ipynb #55acf16c
+# %% ../nbs/07_bilevel.ipynb #85c4d3ba
 def _gen(seed: int, step: int, role: int) -> torch.Generator:
     return torch.Generator().manual_seed(stable_hash(f'{seed}/{step}/{role}') % 2**63)
 
-def _train_idx(seed: int, draw: int, n: int, b: int) -> np.ndarray:
-    return np.random.default_rng([seed, 1, draw]).choice(n, b, replace=False)
+def _train_idx(seed: int, draw: int, n: int, b: int, member: int = 0) -> np.ndarray:
+    return np.random.default_rng([seed, 1, draw] if member == 0 else [seed, 1, draw, member]).choice(n, b, replace=False)
 
 def _heldout_perm(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, 2, epoch]).permutation(n)
+
+def reset_due(step: int, member: int, population: int, reset_every: int) -> bool:
+    "Whether population member `member` returns to its start before meta-step `step`: every `reset_every` steps, offset by member x reset_every / P."
+    return reset_every > 0 and step > 0 and (step + member * reset_every // population) % reset_every == 0
+
+def step_batches(cfg: MetaConfig, tr: MetaSplit, hv: MetaSplit, step: int, member: int, perm: np.ndarray, spp: int, K: int, T: int, device) -> tuple:
+    """(held-out batch, [K train batches]) of population member `member` at global meta-step `step` (`perm`: this pass's held-out
+    order, `spp` steps per pass). With timesteps='stratified' every batch of the member's step shares one timestep/noise draw."""
+    B, s, base = cfg.batch, step % spp, 1000 * member
+    shared = 10_000 + member if cfg.timesteps == 'stratified' else None
+    mk = lambda split, idx, role: make_batch(split, idx, _gen(cfg.seed, step, shared if shared is not None else base + role), T,
+                                             cfg.timesteps, device, strata=cfg.strata)
+    bv = mk(hv, perm[s*B:(s+1)*B], 0)
+    return bv, [mk(tr, _train_idx(cfg.seed, step*K + k, len(tr), B, member), k + 1) for k in range(K)]
 
 def meta_run_dir(cfg: MetaConfig) -> Path:
     "The run folder of `cfg`: `out_dir`, else runs/bilevel/<mode>-s<seed>."
     return Path(cfg.out_dir) if cfg.out_dir else runs_dir()/'bilevel'/f'{cfg.mode}-s{cfg.seed}'
 
-_RESUMABLE_CHANGES = ('epochs', 'resume', 'out_dir', 'device')
+_RESUMABLE_CHANGES = ('epochs', 'meta_steps', 'stop_spearman', 'stop_patience', 'warm_dir', 'resume', 'out_dir', 'device')
+
+def _with_defaults(d: dict) -> dict:
+    "A stored config with the fields it predates filled by today's defaults (they were off: the run did not use them)."
+    base = config_to_dict(MetaConfig())
+    return {**base, **d, 'rater': {**base['rater'], **d.get('rater', {})}}
 
 def _check_resume(old: dict, new: dict, path: Path):
+    old, new = _with_defaults(old), _with_defaults(new)
     diff = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if diff: raise ConfigError(f"cannot resume {path}: config differs in {diff} (stored {[old.get(k) for k in diff]}, now {[new.get(k) for k in diff]}); use another out_dir or resume=False")
 
-# %% ../nbs/07_bilevel.ipynb #f0e3b67f
+# %% ../nbs/07_bilevel.ipynb #d9bd6361
+@torch.no_grad()
+def score_split(rater: Rater, split: MetaSplit, batch_size: int = 256, protocol: str = 'paper', rows=None) -> np.ndarray:
+    "Scores [n] of the rows of `split` (all, in order, or `rows`): protocol 'paper' (score_corpus's batch-relative scores) or 'independent'."
+    if protocol not in ('paper', 'independent'): raise ValueError(f"score_split: protocol must be 'paper' or 'independent', got {protocol!r}")
+    rows = np.arange(len(split)) if rows is None else np.asarray(rows)
+    feats = split.image_features if (split.image_features is not None and split.features_of == frozen_key(rater.cfg)) else None
+    dev, was = next(rater.parameters()).device, rater.training
+    rater.eval(); hs = []
+    try:
+        for i in range(0, len(rows), batch_size):
+            r = rows[i:i + batch_size]; ti = torch.as_tensor(r)
+            hs.append(rater.features(images_to_tensor(split.images[r], dev), split.pooled[ti].to(dev).float(), split.tokens[ti].to(dev).float(),
+                                     split.mask[ti].to(dev), None if feats is None else feats[ti].to(dev).float()))
+        if protocol == 'independent':
+            h = torch.cat(hs); s, g = rater.heads(h, (h.mean(0), h.var(0, unbiased=False)))
+            return (s * g).float().cpu().numpy()
+        out = []
+        for h in hs:
+            s, g = rater.heads(h)
+            out.append((torch.softmax(s / rater.cfg.softmax_temperature, 0) * len(h) * g).float().cpu().numpy())
+        return np.concatenate(out)
+    finally: rater.train(was)
+
+def plot_meta_history(history: list, path: str | Path | None = None, stop_spearman: float = 0.0, title: str = ''):
+    "Rank stability (Spearman between consecutive probe scorings) and held-out loss against meta-steps; saved to `path` when given."
+    import matplotlib; matplotlib.use('Agg', force=False)   # heavy (~1 s) and needed by this plot only; Agg: no display here
+    import matplotlib.pyplot as plt
+    steps = np.cumsum([h['steps'] for h in history])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3))
+    rho = [np.nan if h.get('rank_spearman') is None else h['rank_spearman'] for h in history]
+    a1.plot(steps, rho, marker='.', lw=1)
+    if stop_spearman: a1.axhline(stop_spearman, color='grey', ls='--', lw=0.8, label=f'stop at {stop_spearman}'); a1.legend(fontsize=7)
+    a1.set(xlabel='meta-steps', ylabel='Spearman with previous scoring', title='rank stability of the probe set')
+    a2.plot(steps, [h['l_val'] for h in history], lw=1); a2.set(xlabel='meta-steps', ylabel='l_val', title='held-out objective')
+    if title: fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=100)
+        plt.close(fig)
+    return fig
+
+# %% ../nbs/07_bilevel.ipynb #80d7ec46
 def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
     """Meta-train a rater (mode `cfg.mode`). `splits` = dict(train=MetaSplit, heldout=MetaSplit) overrides the
-    corpus (else `cfg.corpus`, else the toy stand-in). Returns dict(run_dir, rater_checkpoint, history)."""
+    corpus (else `cfg.corpus`, else the toy stand-in). Returns dict(run_dir, rater_checkpoint, history), plus `warm` (the warm
+    proxy's report) when warm and `stopped_at` (meta-steps done) when the rank-stability rule stopped it."""
     log, dev = get_logger('alchemist.bilevel'), get_device(cfg.device)
     seed_everything(cfg.seed)
     if splits is None:
@@ -463,38 +791,74 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
         raise ValueError(f"batch={cfg.batch} is larger than a split (train {len(tr)}, heldout {len(hv)}); lower MetaConfig.batch")
     fp = corpus_fingerprint(cfg, splits)
     rater = Rater(dataclasses.replace(cfg.rater, resolution=cfg.resolution, text_dim=tr.pooled.shape[1])).to(dev)
-    proxy = build_proxy(cfg).to(dev)
-    st = MetaState(cfg, proxy, rater)
-    T = n_train_timesteps(proxy)
+    proxies = [build_proxy(cfg).to(dev)] + [build_proxy(cfg, seed=proxy_seed(cfg, p)).to(dev) for p in range(1, cfg.population)]
+    warm = warm_proxy(cfg, splits) if cfg.warm_steps else None
+    if warm is not None:
+        for m, s in zip(proxies, warm['stages']): m.load_state_dict(s)
+    splits = attach_image_features(splits, rater.cfg, cfg.device, Path(cfg.corpus)/'cache' if cfg.corpus else None)
+    tr, hv = splits['train'], splits['heldout']
+    st = MetaState(cfg, proxies, rater)
+    T = n_train_timesteps(proxies[0])
+    def start_state(p: int, step: int) -> dict:   # where member p goes back to at a reset
+        return warm['stages'][p] if warm is not None else build_proxy(cfg, seed=proxy_seed(cfg, p, step)).state_dict()
+
+    full = len(hv) // cfg.batch
+    spp = min(full, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch > 0 else full       # meta-steps per pass over the held-out split
+    K = cfg.inner_steps if cfg.mode == 'unrolled' else 1
+    by_steps = cfg.meta_steps > 0
+    total, row_len = (cfg.meta_steps, cfg.log_every or spp) if by_steps else (cfg.epochs * spp, spp)
+    probe = np.sort(np.random.default_rng([cfg.seed, 3]).choice(len(tr), min(cfg.probe_n, len(tr)), replace=False)) if cfg.probe_n else None
 
     rd = meta_run_dir(cfg); ck_path = rd/'checkpoint.pt'
-    history, start = [], 0
+    history, done, probe_prev, stopped_at = [], 0, None, None
     if ck_path.exists() and cfg.resume:
         ck = torch.load(ck_path, map_location=dev, weights_only=False)
         _check_resume(ck['config'], config_to_dict(cfg), ck_path)
-        st.load_state_dict(ck['state']); history, start = ck['history'], ck['epoch'] + 1
-        log.info(f"resuming {rd} after epoch {ck['epoch']}")
+        st.load_state_dict(ck['state']); history = ck['history']
+        done, probe_prev, stopped_at = ck.get('step', (ck['epoch'] + 1) * spp), ck.get('probe_prev'), ck.get('stopped_at')
+        log.info(f"resuming {rd} after {'epoch ' + str(ck['epoch']) if not by_steps else str(done) + ' meta-steps'}")
     rd.mkdir(parents=True, exist_ok=True)
-    write_json(rd/'run.json', run_record(cfg, corpus=fp))
+    write_json(rd/'run.json', run_record(cfg, corpus=fp) if warm is None else run_record(cfg, corpus=fp, warm=warm['report']))
 
-    full = len(hv) // cfg.batch
-    steps = min(full, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch > 0 else full
-    K = cfg.inner_steps if cfg.mode == 'unrolled' else 1
-    for epoch in range(start, cfg.epochs):
-        lam, perm, sums, t0 = lam_at(cfg, epoch), _heldout_perm(cfg.seed, epoch, len(hv)), {}, time.perf_counter()
-        for s in progress(range(steps), desc=f'{cfg.mode} epoch {epoch} (lam={lam:.2f})'):
-            g = epoch * steps + s
-            bv = make_batch(hv, perm[s*cfg.batch:(s+1)*cfg.batch], _gen(cfg.seed, g, 0), T, cfg.timesteps, dev)
-            bts = [make_batch(tr, _train_idx(cfg.seed, g*K + k, len(tr), cfg.batch), _gen(cfg.seed, g, k+1), T, cfg.timesteps, dev) for k in range(K)]
-            m = st.step(bv, bts, lam)
+    g, perm = done, {}
+    while g < total and stopped_at is None:
+        g0, g1 = g, min(total, (g // row_len + 1) * row_len)
+        sums, resets, t0 = {}, 0, time.perf_counter()
+        desc = f'{cfg.mode} epoch {g0 // spp} (lam={lam_at(cfg, g0 // spp):.2f})' if not by_steps else f'{cfg.mode} meta-steps {g0}-{g1} of {total}'
+        for g in progress(range(g0, g1), desc=desc):
+            e, s = divmod(g, spp)
+            if e not in perm: perm = {e: _heldout_perm(cfg.seed, e, len(hv))}
+            lam = lam_at(cfg, e)
+            for p in range(cfg.population):
+                if reset_due(g, p, cfg.population, cfg.reset_every): st.reset_proxy(p, start_state(p, g)); resets += 1
+            m = st.population_step([step_batches(cfg, tr, hv, g, p, perm[e], spp, K, T, dev) for p in range(cfg.population)], lam)
             bad = {k: v for k, v in m.items() if not math.isfinite(v)}
-            if bad: raise FloatingPointError(f"non-finite {bad} at epoch {epoch} step {s} (mode {cfg.mode}); last good checkpoint: {ck_path if ck_path.exists() else 'none'}")
+            if bad: raise FloatingPointError(f"non-finite {bad} at epoch {e} step {s} (meta-step {g}, mode {cfg.mode}); last good checkpoint: {ck_path if ck_path.exists() else 'none'}")
             for k, v in m.items(): sums[k] = sums.get(k, 0.0) + v
-        if cfg.reference_model == 'warmup' and epoch == 0: st.snapshot_reference()
-        history.append(dict(epoch=epoch, lam=lam, steps=steps, seconds=round(time.perf_counter() - t0, 3), **{k: v/steps for k, v in sums.items()}))
-        for p in (rd/f'rater_epoch{epoch}.pt', rd/'rater.pt'): save_rater(rater, p, corpus=fp, epoch=epoch, mode=cfg.mode, run_dir=str(rd))
+            if cfg.reference_model == 'warmup' and g + 1 == spp: st.snapshot_reference()
+        g, n, e = g1, g1 - g0, (g1 - 1) // spp
+        row = dict(epoch=e, lam=lam_at(cfg, e), steps=n, seconds=round(time.perf_counter() - t0, 3), **{k: v/n for k, v in sums.items()})
+        if by_steps: row = dict(step=g1, **row)
+        if cfg.reset_every: row['resets'] = resets
+        if probe is not None:
+            sc = score_split(rater, tr, protocol='independent', rows=probe)
+            rho = None if probe_prev is None else float(spearmanr(sc, probe_prev).statistic)
+            row['rank_spearman'] = None if rho is None or not math.isfinite(rho) else round(rho, 6)
+            probe_prev = sc
+            recent = [h.get('rank_spearman') for h in (history + [row])[-cfg.stop_patience:]]
+            if cfg.stop_spearman > 0 and len(recent) == cfg.stop_patience and all(r is not None and r >= cfg.stop_spearman for r in recent):
+                stopped_at = g1; row['stopped'] = True
+                log.info(f"rank stability reached: Spearman >= {cfg.stop_spearman} for {cfg.stop_patience} rows; stopping after {g1} meta-steps")
+        history.append(row)
+        name, extra = (f'rater_step{g1:06d}.pt', dict(step=g1)) if by_steps else (f'rater_epoch{e}.pt', {})
+        for p in (rd/name, rd/'rater.pt'): save_rater(rater, p, corpus=fp, epoch=e, mode=cfg.mode, run_dir=str(rd), **extra)
         write_json(rd/'history.json', history)
-        with atomic_path(ck_path) as tmp:   # written last: a kill before this line redoes the epoch on resume
-            torch.save(dict(config=config_to_dict(cfg), epoch=epoch, state=st.state_dict(), history=history, corpus=fp), tmp)
-        log.info(f"epoch {epoch}: " + ', '.join(f'{k}={v:.4g}' for k, v in history[-1].items() if isinstance(v, float)))
-    return dict(run_dir=rd, rater_checkpoint=rd/'rater.pt', history=history)
+        ck = dict(config=config_to_dict(cfg), epoch=e, state=st.state_dict(), history=history, corpus=fp)
+        if by_steps or probe is not None or stopped_at is not None: ck.update(step=g1, probe_prev=probe_prev, stopped_at=stopped_at)
+        with atomic_path(ck_path) as tmp: torch.save(ck, tmp)   # written last: a kill before this line redoes the row on resume
+        log.info(f"{'epoch ' + str(e) if not by_steps else str(g1) + ' meta-steps'}: " + ', '.join(f'{k}={v:.4g}' for k, v in row.items() if isinstance(v, float)))
+    if probe is not None and history: plot_meta_history(history, rd/'rank_stability.png', cfg.stop_spearman, title=f'{cfg.mode} {rater.cfg.inputs} seed {cfg.seed}')
+    out = dict(run_dir=rd, rater_checkpoint=rd/'rater.pt', history=history)
+    if warm is not None: out['warm'] = warm['report']
+    if stopped_at is not None: out['stopped_at'] = stopped_at
+    return out

@@ -111,3 +111,147 @@ def test_centered_signal_removes_the_push_to_zero(toy, tmp_path):
         bv = make_batch(toy['heldout'], np.arange(8), gen, 1000); bt = make_batch(toy['train'], np.arange(8), gen, 1000)
         out[sig] = st.step(bv, [bt], 0.5)['loss_rater']
     assert out['loss'] > 0 and abs(out['centered']) < 0.1 * out['loss']
+
+
+# --- a rater that learns (issue 17): new options, off by default ---
+import dataclasses, json, math
+from alchemist.bilevel import (LEARNING, TIMESTEPS, attach_image_features, auroc, learning_config, null_text, outer_loss,
+                               proxy_conditioning, reset_due, score_split, warm_key, warm_proxy, warm_stages, warm_train_config, _loss)
+from alchemist.rater import rater_inputs
+
+UNET8 = dict(proxy='unet', resolution=8, proxy_kwargs=dict(channels=(8, 16)), batch=8, rater=dict(width=8, depth=1))
+
+
+def test_new_options_default_off_and_validated():
+    c = MetaConfig()
+    assert (c.meta_steps, c.warm_steps, c.population, c.reset_every, c.probe_n, c.stop_spearman) == (0, 0, 1, 0, 0, 0.0)
+    assert (c.timesteps, c.outer, c.align_normalize, c.rater.inputs) == ('shared', 'loss', False, 'pixels+pooled')
+    for bad, msg in [(dict(outer='conditional'), "'unrolled'/'alignment' option"), (dict(mode='unrolled', align_normalize=True), "'alignment' option"),
+                     (dict(proxy='tiny', warm_steps=5), 'alchemist.t2i proxy'), (dict(stop_spearman=0.9), 'probe_n >= 3'),
+                     (dict(population=0), 'population'), (dict(population=2, reference_model='warmup'), 'one-proxy'),
+                     (dict(timesteps='fixed'), 'timesteps'), (dict(warm_on='eval'), 'warm_on'), (dict(meta_steps=-1), 'meta_steps'),
+                     (dict(warm_stagger=2.0), 'warm_stagger')]:
+        with pytest.raises(ConfigError, match=msg): MetaConfig(**bad)
+    lc = learning_config('alignment')
+    assert lc.population >= 4 and lc.meta_steps >= 1000 and lc.warm_steps > 0 and lc.outer == 'conditional' and lc.align_normalize
+    assert learning_config('penalty').outer == 'loss' and set(LEARNING) <= set(dataclasses.asdict(lc))
+
+
+def test_default_history_rows_are_todays(toy, tmp_path):
+    h = meta_train(_cfg(tmp_path), splits=toy)['history']
+    assert list(h[0]) == ['epoch', 'lam', 'steps', 'seconds', 'l_val', 'l_train', 'loss_proxy', 'loss_rater', 'w_std', 'group']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['checkpoint.pt', 'history.json', 'rater.pt', 'rater_epoch0.pt', 'rater_epoch1.pt', 'run.json']
+
+
+def test_stratified_timesteps_shared_by_inner_and_outer_batches(toy):
+    b1 = make_batch(toy['train'], np.arange(4), torch.Generator().manual_seed(3), 1000, 'stratified', strata=4)
+    b2 = make_batch(toy['heldout'], np.arange(3), torch.Generator().manual_seed(3), 1000, 'stratified', strata=4)
+    assert b1.t.shape == (4, 4) and (b1.t[0] // 250).tolist() == [0, 1, 2, 3]
+    assert torch.equal(b1.t[0], b2.t[0]) and torch.equal(b1.noise[0], b2.noise[0]) and torch.equal(b1.noise[0], b1.noise[3])
+    P = TinyT2I(8, width=4); lm = LossModule(P)
+    want = torch.stack([P.per_sample_loss(b1.x, b1.tokens, b1.mask, b1.t[:, k], b1.noise[:, k]) for k in range(4)], 1).mean(1)
+    assert torch.allclose(lm(b1.x, b1.tokens, b1.mask, b1.t, b1.noise), want, atol=1e-6)
+    assert TIMESTEPS == ('shared', 'random', 'stratified')
+
+
+def test_cosine_alignment_and_conditional_outer(toy):
+    P = TinyT2I(8, width=4); lm = LossModule(P)
+    gen = torch.Generator().manual_seed(2)
+    bt = make_batch(toy['train'], np.arange(5), gen, 1000, 'random'); bv = make_batch(toy['heldout'], np.arange(5), gen, 1000, 'random')
+    p, b = dict(lm.named_parameters()), dict(lm.named_buffers())
+    a, *_ = alignment_weights(lm, p, b, bt, bv, chunk=2)
+    c, _, G, gv, _, _ = alignment_weights(lm, p, b, bt, bv, chunk=2, normalize=True)
+    gn = torch.sqrt(sum(G[k].flatten(1).pow(2).sum(1) for k in G)); vn = torch.sqrt(sum(v.pow(2).sum() for v in gv.values()))
+    assert torch.allclose(c, a / (gn * vn), atol=1e-6) and (c.abs() <= 1 + 1e-6).all()
+    pb = {**p, **b}
+    lc, lu = _loss(lm, pb, bv), _loss(lm, pb, null_text(bv))
+    assert torch.allclose(outer_loss(lm, pb, bv, 0.5), (lc + 0.5 * (lc - lu)).mean()) and torch.allclose(outer_loss(lm, pb, bv), lc.mean())
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_population_of_identical_proxies_moves_the_rater_like_one(mode, toy):
+    kw = dict(mode=mode, proxy='tiny', resolution=8, batch=6, lr=3e-3, rater_lr=3e-3)
+    torch.manual_seed(0); R1, P0 = Rater(RaterConfig(resolution=8, width=8, depth=1)), TinyT2I(8, width=4)
+    R2 = copy.deepcopy(R1)
+    gen = torch.Generator().manual_seed(0)
+    bv, bt = make_batch(toy['heldout'], np.arange(6), gen, 1000), make_batch(toy['train'], np.arange(6), gen, 1000)
+    MetaState(config_from_dict(MetaConfig, kw), copy.deepcopy(P0), R1).step(bv, [bt], 0.5)
+    MetaState(config_from_dict(MetaConfig, dict(kw, population=2)), [copy.deepcopy(P0), copy.deepcopy(P0)], R2).population_step([(bv, [bt])] * 2, 0.5)
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(R1.parameters(), R2.parameters()))
+
+
+def test_resets_are_staggered():
+    assert [reset_due(g, 1, 2, 2) for g in range(5)] == [False, True, False, True, False]
+    due = {p: [g for g in range(1, 17) if reset_due(g, p, 4, 8)] for p in range(4)}
+    assert due == {0: [8, 16], 1: [6, 14], 2: [4, 12], 3: [2, 10]}
+    assert warm_stages(MetaConfig(population=4, warm_steps=1200)) == [600, 800, 1000, 1200] and warm_stages(MetaConfig(warm_steps=7)) == [7]
+
+
+def test_meta_steps_budget_and_extending_it(toy, tmp_path):
+    a = meta_train(_cfg(tmp_path/'a', meta_steps=5, log_every=2), splits=toy)
+    assert [h['steps'] for h in a['history']] == [2, 2, 1] and [h['step'] for h in a['history']] == [2, 4, 5]
+    assert (a['run_dir']/'rater_step000004.pt').exists()
+    meta_train(_cfg(tmp_path/'b', meta_steps=3, log_every=2), splits=toy)
+    b = meta_train(_cfg(tmp_path/'b', meta_steps=5, log_every=2), splits=toy)
+    assert sum(h['steps'] for h in b['history']) == 5
+    ra, rb = load_rater(a['rater_checkpoint']), load_rater(b['rater_checkpoint'])
+    assert all(torch.equal(x, y) for x, y in zip(ra.state_dict().values(), rb.state_dict().values()))
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_every_mode_runs_the_same_budget_with_every_option(mode, toy, tmp_path):
+    extra = dict(outer='conditional', align_normalize=mode == 'alignment') if mode != 'penalty' else dict(rater_signal='centered')
+    cfg = _cfg(tmp_path, mode=mode, meta_steps=3, log_every=1, population=2, reset_every=2, timesteps='stratified', strata=2, probe_n=16,
+               rater=dict(width=8, depth=1, frozen_width=4, **rater_inputs('randconv+tokens')), **extra)
+    res = meta_train(cfg, splits=toy)
+    h = res['history']
+    assert [x['steps'] for x in h] == [1, 1, 1] and [x['resets'] for x in h] == [0, 1, 1] and h[0]['rank_spearman'] is None
+    assert all(math.isfinite(x['l_val']) for x in h) and (res['run_dir']/'rank_stability.png').exists()
+    assert load_rater(res['rater_checkpoint']).cfg.inputs == 'randconv+tokens'
+
+
+def test_rank_stability_stops_the_run(toy, tmp_path):
+    cfg = _cfg(tmp_path, rater_lr=0.0, meta_steps=20, log_every=1, probe_n=24, stop_spearman=0.99, stop_patience=2)
+    res = meta_train(cfg, splits=toy)
+    assert res['stopped_at'] == 3 and [h['rank_spearman'] for h in res['history']] == [None, 1.0, 1.0]
+    assert json.loads((res['run_dir']/'history.json').read_text())[-1]['stopped'] is True
+    assert len(meta_train(dataclasses.replace(cfg, meta_steps=40), splits=toy)['history']) == 3   # a stopped run stays stopped
+
+
+def test_score_split_protocols(toy):
+    torch.manual_seed(0); r = Rater(RaterConfig(resolution=8, width=8, depth=1))
+    tr = toy['train']; from alchemist.data import images_to_tensor
+    x = images_to_tensor(tr.images[:16])
+    with torch.no_grad():
+        s, g = r.heads(r.features(x[:8], tr.pooled[:8])); h = r.features(x, tr.pooled[:16])
+    assert np.allclose(score_split(r, tr, batch_size=8, rows=np.arange(16))[:8], (torch.softmax(s, 0) * 8 * g).numpy(), atol=1e-5)
+    assert np.allclose(score_split(r, tr, 8, 'independent', np.arange(16)), r.score(x, tr.pooled[:16], group_stats=(h.mean(0), h.var(0, unbiased=False))).numpy(), atol=1e-5)
+    assert auroc([2, 3], [1]) == 1.0 and auroc([1], [1]) == 0.5
+
+
+def test_frozen_features_attach_once(toy, tmp_path):
+    rc = RaterConfig(resolution=8, width=8, depth=1, image_input='randconv', frozen_width=4)
+    sp = attach_image_features(toy, rc, cache_dir=tmp_path)
+    assert sp['train'].image_features.shape == (len(toy['train']), 12) and len(list(tmp_path.glob('rater_randconv4s0_*.pt'))) == 2
+    assert attach_image_features(sp, rc)['train'] is sp['train'] and attach_image_features(toy, RaterConfig())['train'] is toy['train']
+
+
+def test_warm_proxy_is_measured_cached_and_used(toy, tmp_path):
+    wc = config_from_dict(MetaConfig, dict(UNET8, warm_steps=8, warm_batch=16, warm_lr=3e-3, warm_probe=12, warm_dir=str(tmp_path/'warm'),
+                                           population=2, reset_every=2, meta_steps=2, log_every=1, lr=1e-3, out_dir=str(tmp_path/'run')))
+    w = warm_proxy(wc, toy)
+    rep = w['report']
+    assert not w['cached'] and rep['fit']['steps'] == 8 and rep['stages'] == [4, 8] and len(w['stages']) == 2
+    for when in ('before', 'after'):
+        for split in ('reference', 'pool'):
+            r = rep[when][split]; assert r['n'] >= 2 and 0 <= r['gain_auroc'] <= 1 and math.isclose(r['gain_own'], r['loss_uncond'] - r['loss'], rel_tol=1e-6)
+    assert rep['after']['reference']['loss'] < rep['before']['reference']['loss']
+    w2 = warm_proxy(wc, toy)
+    assert w2['cached'] and w2['key'] == w['key'] and all(torch.equal(w2['stages'][1][k], v) for k, v in w['stages'][1].items())
+    tc = warm_train_config(wc, len(toy['heldout']))
+    other = copy.deepcopy(toy); other['heldout'].images[0, 0, 0] ^= 1
+    assert len({warm_key(wc, tc, toy), warm_key(wc, tc, other), warm_key(dataclasses.replace(wc, warm_on='pool'), tc, toy)}) == 3
+    res = meta_train(wc, splits=toy)
+    assert res['warm']['key'] == w['key'] and [h["resets"] for h in res["history"]] == [0, 1]
+    ck = torch.load(res['run_dir']/'checkpoint.pt', weights_only=False)
+    assert len(ck['state']['population']) == 1
