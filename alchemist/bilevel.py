@@ -14,9 +14,9 @@ __all__ = ['MODES', 'TIMESTEPS', 'OUTERS', 'LEARNING', 'LEARNING_BY_MODE', 'TOY_
            'corpus_splits', 'corpus_fingerprint', 'frozen_key', 'attach_image_features', 'TinyT2I', 'LossModule',
            'n_train_timesteps', 'proxy_t2i_config', 'proxy_seed', 'build_proxy', 'null_text', 'auroc',
            'proxy_conditioning', 'warm_stages', 'warm_train_config', 'manifest_digest', 'warm_key', 'warm_root',
-           'warm_proxy', 'weighted_mean', 'outer_loss', 'unrolled_outer_loss', 'alignment_weights', 'MetaState',
-           'meta_gradient_fd_check', 'reset_due', 'step_batches', 'meta_run_dir', 'score_split', 'plot_meta_history',
-           'meta_train']
+           'warm_proxy', 'weighted_mean', 'outer_loss', 'unrolled_outer_loss', 'alignment_weights', 'mean_update',
+           'MetaState', 'meta_gradient_fd_check', 'reset_due', 'step_batches', 'meta_run_dir', 'score_split',
+           'plot_meta_history', 'meta_train']
 
 # %% ../nbs/07_bilevel.ipynb #ae9f3304
 import numpy as np
@@ -92,6 +92,8 @@ class MetaConfig:
     population: int = 1              # P proxies; 1 = one proxy (today). A population is 4 or more (LEARNING: 4; DataRater: 8)
     reset_every: int = 0             # each proxy returns to its start (its warm snapshot, else a fresh init) every this many meta-steps,
                                      # proxy p offset by p x reset_every / P (staggered); 0 = never
+    meta_average: str = 'grads'      # population: 'grads' = one rater AdamW on the mean of the members' meta-gradients | 'updates' = one
+                                     # rater AdamW state per member, the rater moves by the mean of their updates (DataRater, as issue 17 reads it)
     probe_n: int = 0                 # train rows in a fixed probe set, scored after every history row: rank stability (0 = off)
     stop_spearman: float = 0.0       # stop once the Spearman between consecutive probe scorings is >= this for stop_patience rows (0 = never)
     stop_patience: int = 3           # ... that many history rows in a row
@@ -121,6 +123,7 @@ class MetaConfig:
             raise ConfigError("MetaConfig.warm_steps needs an alchemist.t2i proxy (proxy='unet' or 'pixart'): the warm-up is alchemist.train.fit, which trains those")
         if self.warm_probe < 2: raise ConfigError(f"MetaConfig.warm_probe must be >= 2, got {self.warm_probe}")
         if not 0 <= self.warm_stagger <= 1: raise ConfigError(f"MetaConfig.warm_stagger must be in [0, 1], got {self.warm_stagger}")
+        if self.meta_average not in ('grads', 'updates'): raise ConfigError(f"MetaConfig.meta_average must be 'grads' or 'updates', got {self.meta_average!r}")
         if self.population > 1 and self.reference_model: raise ConfigError("MetaConfig.reference_model is a one-proxy option (population=1)")
         if not 0 <= self.stop_spearman <= 1: raise ConfigError(f"MetaConfig.stop_spearman must be in [0, 1], got {self.stop_spearman}")
         if self.stop_spearman > 0 and self.probe_n < 3: raise ConfigError("MetaConfig.stop_spearman needs a probe set: probe_n >= 3")
@@ -135,7 +138,7 @@ def outer_beta(cfg: MetaConfig) -> float:
     return cfg.outer_beta if cfg.outer == 'conditional' else 0.0
 
 # %% ../nbs/07_bilevel.ipynb #1a604a56
-LEARNING = dict(meta_steps=2000, log_every=100, warm_steps=1200, warm_on='reference', population=4, reset_every=500,
+LEARNING = dict(meta_steps=2000, log_every=100, warm_steps=1200, warm_on='reference', population=4, reset_every=500, meta_average='updates',
                 timesteps='stratified', strata=4, probe_n=1024, stop_spearman=0.95, stop_patience=3)
 LEARNING_BY_MODE = dict(penalty=dict(), unrolled=dict(outer='conditional'), alignment=dict(outer='conditional', align_normalize=True))
 
@@ -536,22 +539,40 @@ def alignment_weights(lm: LossModule, params: dict, buffers: dict, bt: Batch, bv
     return a, w, G, gv, l, L_val
 
 # %% ../nbs/07_bilevel.ipynb #111c25f5
+@torch.no_grad()
+def mean_update(params: list, grads: list, opts: list, clip: float = 0.0):
+    """Move `params` by the mean of the steps optimiser `opts[p]` takes on gradient list `grads[p]` (each from the same start,
+    each clipped to `clip` on its own): every member keeps its own moment estimates, and a direction the members disagree on
+    cancels instead of being normalised up to a full step."""
+    if len(grads) != len(opts): raise ValueError(f"{len(grads)} gradient lists for {len(opts)} optimisers")
+    start = [p.detach().clone() for p in params]; delta = [torch.zeros_like(p) for p in params]
+    for gs, opt in zip(grads, opts):
+        for p, s in zip(params, start): p.copy_(s)
+        opt.zero_grad(set_to_none=True); _set_grads(params, gs)
+        with torch.enable_grad(): _clip_step(opt, params, clip)
+        for d, p, s in zip(delta, params, start): d.add_(p - s)
+    for p, s, d in zip(params, start, delta): p.copy_(s + d / len(grads))
+
+# %% ../nbs/07_bilevel.ipynb #4b65d728
 class MetaState:
-    """The proxies (`population` of them; `proxy` is the first), the rater, their AdamW optimisers (one per proxy) and the optional
-    reference model. `population_step` is one meta step of `cfg.mode`: each proxy takes its own step on its own batches and
-    gives the rater a meta-gradient; the rater moves once, on their mean."""
+    """The proxies (`population` of them; `proxy` is the first), the rater, their AdamW optimisers (one per proxy; the rater's: one,
+    or one per proxy with `meta_average='updates'`) and the optional reference model. `population_step` is one meta step of
+    `cfg.mode`: each proxy takes its own step on its own batches and gives the rater a meta-gradient; the rater moves once, by
+    the step of the mean meta-gradient ('grads') or by the mean of the members' steps ('updates', `mean_update`)."""
     def __init__(self, cfg: MetaConfig, proxy: nn.Module | list, rater: Rater):
         proxies = list(proxy) if isinstance(proxy, (list, tuple)) else [proxy]
         self.cfg, self.rater, self.proxies = cfg, rater, proxies
         self.lms = [LossModule(p) for p in proxies]
         self.opts_p = [self._proxy_opt(p) for p in proxies]
-        self.opt_r = torch.optim.AdamW(rater.parameters(), lr=cfg.rater_lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        n_r = len(proxies) if cfg.meta_average == 'updates' else 1
+        self.opts_r = [torch.optim.AdamW(rater.parameters(), lr=cfg.rater_lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay) for _ in range(n_r)]
         self.reference = None
         if cfg.reference_model not in ('', 'warmup'):
             self.reference = copy.deepcopy(proxies[0]).requires_grad_(False)
             self.reference.load_state_dict(torch.load(cfg.reference_model, map_location='cpu', weights_only=False))
 
     proxy = property(lambda self: self.proxies[0]); lm = property(lambda self: self.lms[0]); opt_p = property(lambda self: self.opts_p[0])
+    opt_r = property(lambda self: self.opts_r[0])
 
     def _proxy_opt(self, proxy: nn.Module):
         return torch.optim.AdamW(proxy.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay)
@@ -564,6 +585,7 @@ class MetaState:
         d = dict(proxy=self.proxy.state_dict(), rater=self.rater.state_dict(), opt_p=self.opt_p.state_dict(),
                  opt_r=self.opt_r.state_dict(), reference=None if self.reference is None else self.reference.state_dict())
         if len(self.proxies) > 1: d['population'] = [dict(proxy=p.state_dict(), opt_p=o.state_dict()) for p, o in zip(self.proxies[1:], self.opts_p[1:])]
+        if len(self.opts_r) > 1: d['opt_r_population'] = [o.state_dict() for o in self.opts_r[1:]]
         return d
     def load_state_dict(self, d: dict):
         more = d.get('population', [])
@@ -571,6 +593,9 @@ class MetaState:
         self.proxy.load_state_dict(d['proxy']); self.rater.load_state_dict(d['rater'])
         self.opt_p.load_state_dict(d['opt_p']); self.opt_r.load_state_dict(d['opt_r'])
         for p, o, m in zip(self.proxies[1:], self.opts_p[1:], more): p.load_state_dict(m['proxy']); o.load_state_dict(m['opt_p'])
+        more_r = d.get('opt_r_population', [])
+        if len(more_r) != len(self.opts_r) - 1: raise ValueError(f"checkpoint holds {len(more_r) + 1} rater optimisers, this state {len(self.opts_r)}")
+        for o, m in zip(self.opts_r[1:], more_r): o.load_state_dict(m)
         if d.get('reference') is not None:
             self.reference = copy.deepcopy(self.proxy).requires_grad_(False); self.reference.load_state_dict(d['reference'])
     def snapshot_reference(self):
@@ -582,15 +607,17 @@ class MetaState:
         return self.population_step([(bv, bts)] * len(self.proxies), lam)
 
     def population_step(self, batches: list, lam: float) -> dict:
-        "One meta step: `batches[p] = (bv, bts)` of proxy p; the rater's meta-gradients are averaged over the proxies. Returns the mean scalars."
+        "One meta step: `batches[p] = (bv, bts)` of proxy p; the rater moves once, on the mean over the proxies (`meta_average`). Returns the mean scalars."
         if len(batches) != len(self.proxies): raise ValueError(f"{len(batches)} batch pairs for {len(self.proxies)} proxies")
         fn = dict(penalty=self._penalty, unrolled=self._unrolled, alignment=self._alignment)[self.cfg.mode]
         out = [fn(p, bv, bts, lam) for p, (bv, bts) in enumerate(batches)]
         rp = list(self.rater.parameters())
-        if len(out) == 1: g = out[0][1]
-        else: g = [None if all(o[1][j] is None for o in out) else
-                   sum(o[1][j] if o[1][j] is not None else torch.zeros_like(rp[j]) for o in out) / len(out) for j in range(len(rp))]
-        self.opt_r.zero_grad(set_to_none=True); _set_grads(rp, g); _clip_step(self.opt_r, rp, self.cfg.clip)
+        if len(self.opts_r) > 1: mean_update(rp, [o[1] for o in out], self.opts_r, self.cfg.clip)
+        else:
+            if len(out) == 1: g = out[0][1]
+            else: g = [None if all(o[1][j] is None for o in out) else
+                       sum(o[1][j] if o[1][j] is not None else torch.zeros_like(rp[j]) for o in out) / len(out) for j in range(len(rp))]
+            self.opt_r.zero_grad(set_to_none=True); _set_grads(rp, g); _clip_step(self.opt_r, rp, self.cfg.clip)
         ms = [o[0] for o in out]
         return ms[0] if len(ms) == 1 else {k: sum(m[k] for m in ms) / len(ms) for k in ms[0]}
 

@@ -255,3 +255,44 @@ def test_warm_proxy_is_measured_cached_and_used(toy, tmp_path):
     assert res['warm']['key'] == w['key'] and [h["resets"] for h in res["history"]] == [0, 1]
     ck = torch.load(res['run_dir']/'checkpoint.pt', weights_only=False)
     assert len(ck['state']['population']) == 1
+
+
+def test_mean_update_averages_steps_not_gradients():
+    "Adam's first step is ~lr x sign(g): opposite members cancel under 'updates'; the step on their mean gradient does not."
+    from alchemist.bilevel import mean_update
+    w = torch.zeros(2, requires_grad=True)
+    opt = lambda: torch.optim.AdamW([w], lr=0.1, weight_decay=0.0)
+    mean_update([w], [[torch.tensor([1.0, 1.0])], [torch.tensor([-3.0, 2.0])]], [opt(), opt()])
+    assert torch.allclose(w.detach(), torch.tensor([0.0, -0.1]), atol=1e-5)
+    with pytest.raises(ValueError, match='2 gradient lists for 1 optimisers'): mean_update([w], [[None], [None]], [opt()])
+    with pytest.raises(ConfigError, match='meta_average'): MetaConfig(meta_average='mean')
+    assert LEARNING['meta_average'] == 'updates' and MetaConfig().meta_average == 'grads'
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_updates_average_of_one_member_per_member(mode, toy):
+    "Identical members give identical steps: 'updates' moves the rater as one proxy does; distinct members move it differently from 'grads'."
+    kw = dict(mode=mode, proxy='tiny', resolution=8, batch=6, lr=3e-3, rater_lr=3e-3)
+    torch.manual_seed(0); R, P0 = Rater(RaterConfig(resolution=8, width=8, depth=1)), TinyT2I(8, width=4)
+    gen = torch.Generator().manual_seed(0)
+    bv, bt, bt2 = (make_batch(toy[s], np.arange(6) + o, gen, 1000) for s, o in (('heldout', 0), ('train', 0), ('train', 6)))
+    def moved(average, batches):
+        r = copy.deepcopy(R)
+        st = MetaState(config_from_dict(MetaConfig, dict(kw, population=2, meta_average=average)), [copy.deepcopy(P0), copy.deepcopy(P0)], r)
+        st.population_step(batches, 0.5); return torch.cat([p.detach().flatten() for p in r.parameters()]), st
+    one = copy.deepcopy(R); MetaState(config_from_dict(MetaConfig, kw), copy.deepcopy(P0), one).step(bv, [bt], 0.5)
+    same, st = moved('updates', [(bv, [bt])] * 2)
+    assert torch.allclose(same, torch.cat([p.detach().flatten() for p in one.parameters()]), atol=1e-6)
+    assert len(st.state_dict()['opt_r_population']) == 1
+    d_up, _ = moved('updates', [(bv, [bt]), (bv, [bt2])]); d_gr, _ = moved('grads', [(bv, [bt]), (bv, [bt2])])
+    assert not torch.allclose(d_up, d_gr, atol=1e-7)
+
+
+def test_updates_population_resumes_exactly(toy, tmp_path):
+    kw = dict(meta_steps=4, log_every=2, population=2, reset_every=2, meta_average='updates')
+    a = meta_train(_cfg(tmp_path/'a', **kw), splits=toy)
+    meta_train(_cfg(tmp_path/'b', **dict(kw, meta_steps=2)), splits=toy)
+    b = meta_train(_cfg(tmp_path/'b', **kw), splits=toy)
+    ra, rb = load_rater(a['rater_checkpoint']), load_rater(b['rater_checkpoint'])
+    assert all(torch.equal(x, y) for x, y in zip(ra.state_dict().values(), rb.state_dict().values()))
+    with pytest.raises(ConfigError, match=r"differs in \['meta_average'\]"): meta_train(_cfg(tmp_path/'b', **dict(kw, meta_average='grads')), splits=toy)
