@@ -1,20 +1,27 @@
 #!/usr/bin/env python
-"""Where do the planted defects land in a meta-trained rater's ranking? (issue 5 item 5; PAPER.md 1.2-1.4)
+"""Does a meta-trained rater find the planted defects? A grid of meta-training modes x rater inputs x seeds (issue 17 item 6).
 
-Usage: .venv/bin/python scripts/rater_evidence.py [--n 8000] [--resolution 16] [--seed 0] [--modes penalty unrolled alignment]
-                                                  [--epochs 20] [--lr 1e-3] [--rater_lr 1e-3]
+Usage:
+    .venv/bin/python scripts/rater_evidence.py --profile smoke|quick|paper
+        [--corpora synthetic web-planted] [--corpus_n N] [--modes init penalty ...] [--inputs pixels+pooled ...]
+        [--seeds 0 1 2] [--heldout clean] [--set key=value ...] [--device cpu]
+        [--results FILE] [--report FILE] [--figures DIR] [--runs DIR]
 
-For each meta-training mode (plus `init`, the untrained rater with the same seed, as a control):
-meta-train a rater on the synthetic corpus (alchemist.bilevel.meta_train; resumes if the run exists), score the train
-split with the paper's protocol (alchemist.scoring.score_corpus: fixed batches of 256 in dataset order), then report
-- the percentile rank (0 = top-rated) of every planted defect type (box + strip plot),
-- AUROC of clean vs each defect type (P(a clean pair outscores a defective one); 0.5 = no separation, < 0.5 = the
-  defect is rated *above* clean),
-- the share of each defect type in each 10-point percentile band and picture grids of the bands (Fig. 5 analogue),
-- Spearman between batch-relative and batch-independent scores (how batch-relative the paper's scores are),
-- the defect share of the subsets that each sampler keeps at 20% retention, and a (mu, sigma) grid for Shift-Gsample.
-Figures go to reports/figures/rater_*.png, tables and the run record into the auto section of reports/rater_evidence.md
-(between the `auto` markers; the hand-written observations around it are kept).
+For each corpus (`alchemist.experiments.build_corpus(ExperimentConfig(corpus=..., corpus_n=..., resolution=...))`), mode
+variant (`VARIANTS`), rater input (`<image>+<text>`, `alchemist.rater.rater_inputs`) and seed: meta-train a rater
+(`alchemist.bilevel.meta_train`, every variant at the same `meta_steps` budget; a finished run is reused, an unfinished one
+resumed), score the train split with the paper's protocol (`alchemist.bilevel.score_split`: fixed batches of 256 in split
+order, softmax x |B| x g), and measure for each planted defect the AUROC of clean vs that defect (P(a clean pair outscores a
+defective one); 0.5 = no separation, < 0.5 = the defect is rated above clean) and the median percentile rank of its pairs
+(0 = top-rated). `init` is the control: the same rater before any meta-training.
+
+Writes (paths can be redirected with the flags: `--out DIR` puts all three under DIR; `smoke` is for checking the pipeline,
+not for results, and writes under `<runs>/evidence/smoke/reports/` unless told otherwise):
+- `reports/results/rater_auroc_<profile>.csv`: corpus, mode, inputs, seed, defect, auroc, median_rank
+- `reports/results/rater_auroc_<profile>_records.json`: the run record of every rater (config, seed, command, date, machine,
+  load average, cpu/wall seconds, the warm proxy's measurement, meta-steps done and the rank-stability trace)
+- `reports/figures/rater_auroc_<profile>.png`, `reports/figures/rater_stability_<profile>.png`
+- the section of `reports/rater_evidence.md` between the `auto` markers (hand-written text around it is kept).
 """
 from __future__ import annotations
 import argparse, dataclasses, json, os, sys, time
@@ -23,194 +30,242 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-EPOCHS: dict = {}   # mode -> what its meta-training reached (filled by train_rater)
 START, END = '<!-- auto:start (scripts/rater_evidence.py rewrites this section) -->', '<!-- auto:end -->'
 
+# Mode variants: every one runs at the profile's meta_steps budget. `init` is the untrained rater (the control).
+VARIANTS = {
+    'init': None,
+    'penalty': dict(mode='penalty'),                                              # the released code: the paper-faithful row
+    'penalty-centered': dict(mode='penalty', rater_signal='centered'),            # ... with its Group-MLP collapse fixed
+    'unrolled': dict(mode='unrolled', inner_steps=1, outer='conditional'),        # DataRater style, K = 1
+    'unrolled-k2': dict(mode='unrolled', inner_steps=2, outer='conditional'),     # K = 2
+    'alignment': dict(mode='alignment', outer='conditional', align_normalize=True),  # Ren et al., cosine alignment
+}
+ALL_INPUTS = ('pixels+pooled', 'pixels+tokens', 'randconv+pooled', 'effnet+pooled', 'effnet+tokens')
 
-def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
-    "P(score of a random `pos` > score of a random `neg`), ties count half (Mann-Whitney U / (n_pos n_neg))."
-    from scipy.stats import rankdata
-    s = np.r_[pos, neg]; r = rankdata(s)
-    return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+# Sizes. `meta` holds MetaConfig fields shared by every run of the profile (the variant's fields go on top), `rater` RaterConfig fields.
+# quick and paper start from alchemist.bilevel.LEARNING; their learning rates are our choice (not tuned): the proxy keeps the
+# paper's 1e-4 (it starts warm), the rater gets 1e-3 (thousands of meta-steps, not the paper's tens of thousands).
+PROFILES = {
+    'smoke': dict(corpora=['synthetic'], corpus_n=600, resolution=16, seeds=[0], modes=['init', 'penalty', 'unrolled', 'alignment'],
+                  inputs=['pixels+pooled', 'effnet+tokens'],
+                  meta=dict(proxy='unet', proxy_size='s', proxy_kwargs=dict(channels=[16, 32]), batch=16, meta_steps=4, log_every=2,
+                            warm_steps=20, warm_batch=32, warm_probe=24, population=2, reset_every=2, timesteps='stratified', strata=2,
+                            probe_n=64, lr=1e-3, rater_lr=1e-3),
+                  rater=dict(width=16, depth=2, effnet_size=64)),
+    'quick': dict(corpora=['synthetic', 'web-planted'], corpus_n=2000, resolution=16, seeds=[0, 1, 2], modes=list(VARIANTS),
+                  inputs=['pixels+pooled', 'pixels+tokens', 'randconv+pooled', 'effnet+pooled'],
+                  meta=dict(learning=True, meta_steps=500, log_every=50, warm_steps=600, reset_every=250, batch=32, probe_n=512,
+                            lr=1e-4, rater_lr=1e-3),
+                  rater=dict(effnet_size=96)),
+    'paper': dict(corpora=['synthetic', 'web-planted'], corpus_n=6000, resolution=16, seeds=[0, 1, 2], modes=list(VARIANTS),
+                  inputs=list(ALL_INPUTS),
+                  meta=dict(learning=True, batch=64, lr=1e-4, rater_lr=1e-3),
+                  rater=dict(effnet_size=224)),
+}
 
 
-def train_rater(mode: str, corpus: Path, splits: dict, a) -> Path:
-    from alchemist.bilevel import MetaConfig, meta_train, corpus_fingerprint
-    from alchemist.core import config_from_dict, runs_dir
+def parse_set(items: list) -> dict:
+    "key=value overrides of MetaConfig fields (values as JSON when they parse, else strings); rater.<field> for RaterConfig."
+    out = {}
+    for it in items or []:
+        if '=' not in it: raise SystemExit(f"--set expects key=value, got {it!r}")
+        k, v = it.split('=', 1)
+        try: v = json.loads(v)
+        except json.JSONDecodeError: pass
+        out[k] = v
+    return out
+
+
+def meta_config(prof: dict, variant: str, inputs: str, seed: int, corpus: Path, a, out: Path):
+    from alchemist.bilevel import LEARNING, MetaConfig
+    from alchemist.core import config_from_dict
+    from alchemist.rater import rater_inputs
+    meta = dict(prof['meta']); learning = meta.pop('learning', False)
+    over = parse_set(a.set)
+    rater = dict(prof.get('rater', {}), **{k[6:]: v for k, v in over.items() if k.startswith('rater.')}, **rater_inputs(inputs))
+    var = VARIANTS[variant] or dict(mode='penalty')
+    d = {**(LEARNING if learning else {}), **meta, **var, **{k: v for k, v in over.items() if not k.startswith('rater.')},
+         'corpus': str(corpus), 'resolution': prof['resolution'], 'heldout': a.heldout, 'seed': seed, 'device': a.device,
+         'rater': rater, 'out_dir': str(out)}
+    if var['mode'] == 'penalty': d.pop('outer', None); d.pop('align_normalize', None)
+    if variant == 'init': d.update(warm_steps=0, population=1, reset_every=0)   # the control trains nothing
+    return config_from_dict(MetaConfig, d, where=f'MetaConfig of {variant} {inputs} seed {seed}')
+
+
+def init_rater(cfg, splits, out: Path) -> Path:
+    "The control: the rater `meta_train` would start from (same seed, same architecture), saved untrained."
+    from alchemist.bilevel import corpus_fingerprint
+    from alchemist.core import seed_everything
     from alchemist.rater import Rater, save_rater
-    import torch
-    out = runs_dir()/'evidence'/f'{corpus.name}'/f'{mode}-s{a.seed}'
-    cfg = config_from_dict(MetaConfig, dict(mode='penalty' if mode == 'init' else mode, corpus=str(corpus), resolution=a.resolution,
-                                            epochs=a.epochs, max_steps_per_epoch=a.max_steps, batch=a.batch, lr=a.lr, rater_lr=a.rater_lr,
-                                            seed=a.seed, out_dir=str(out), device=a.device, proxy=a.proxy, proxy_size=a.proxy_size))
-    if mode == 'init':        # control: the rater before any meta-training (same seed, same architecture)
-        torch.manual_seed(a.seed)
-        r = Rater(dataclasses.replace(cfg.rater, resolution=a.resolution, text_dim=splits['train'].pooled.shape[1]))
-        EPOCHS[mode] = dict(epochs=0, steps=0, seconds=0)
-        return save_rater(r, out/'rater.pt', corpus=corpus_fingerprint(cfg, splits), mode='init', epoch=-1)
-    if a.reuse and (out/'rater.pt').exists():   # take the last finished epoch as it is (a run stopped at a deadline)
-        h = json.loads((out/'history.json').read_text())
-        print(f"  reusing {out/'rater.pt'}: {len(h)} epochs, {sum(x['steps'] for x in h)} steps, {sum(x['seconds'] for x in h):.0f}s", flush=True)
-        EPOCHS[mode] = dict(epochs=len(h), steps=sum(x['steps'] for x in h), seconds=round(sum(x['seconds'] for x in h)),
-                            group=round(h[-1].get('group', float('nan')), 5), w_std=h[-1].get('w_std'), l_val=round(h[-1]['l_val'], 4))
-        return out/'rater.pt'
-    t0 = time.perf_counter()
-    res = meta_train(cfg, splits=splits)
-    h = res['history']
-    EPOCHS[mode] = dict(epochs=len(h), steps=sum(x['steps'] for x in h), seconds=round(sum(x['seconds'] for x in h)),
-                        group=round(h[-1].get('group', float('nan')), 5), w_std=h[-1].get('w_std'), l_val=round(h[-1]['l_val'], 4))
-    print(f"  meta_train {mode}: {len(res['history'])} epochs, {sum(h['steps'] for h in res['history'])} steps, "
-          f"{sum(h['seconds'] for h in res['history']):.0f}s recorded ({time.perf_counter() - t0:.0f}s this call)", flush=True)
-    return Path(res['rater_checkpoint'])
+    seed_everything(cfg.seed)
+    r = Rater(dataclasses.replace(cfg.rater, resolution=cfg.resolution, text_dim=splits['train'].pooled.shape[1]))
+    return save_rater(r, out/'rater.pt', corpus=corpus_fingerprint(cfg, splits), mode='init', epoch=-1)
 
 
-def band_grid(corpus: Path, df: pd.DataFrame, resolution: int, path: Path, title: str, per_band: int = 12, seed: int = 0):
-    from alchemist.data import image_cache, read_manifest, save_image_grid
-    man = read_manifest(corpus).reset_index(drop=True)
-    pos = pd.Series(np.arange(len(man)), index=man['uid'])
-    imgs = image_cache(corpus, resolution)
-    rng = np.random.default_rng(seed); rows, caps, labels = [], [], []
-    for b in range(10):
-        band = df[(df['rank'] >= 10 * b) & (df['rank'] < 10 * b + 10 + (b == 9))]
-        pick = band.iloc[np.sort(rng.choice(len(band), size=min(per_band, len(band)), replace=False))]
-        comp = band['defect'].value_counts(normalize=True)
-        labels.append(f"s{10 * b}-{10 * b + 10}\nclean {comp.get('clean', 0):.0%}")
-        for _, r in pick.iterrows():
-            rows.append(imgs[pos[r['uid']]]); caps.append(f"[{r['defect'][:9]}] {r['caption']}")
-        for _ in range(per_band - len(pick)): rows.append(np.full_like(imgs[0], 255)); caps.append('')
-    save_image_grid(np.stack(rows), path, captions=caps, ncol=per_band, cell=1.25, title=title, row_labels=labels)
+def defect_rows(scores: np.ndarray, defects: list, **key) -> list:
+    from alchemist.bilevel import auroc
+    from alchemist.select import percentile_ranks
+    d, rank = np.asarray(defects), percentile_ranks(scores)
+    clean = scores[d == 'clean']
+    return [dict(**key, defect=k, auroc=round(auroc(clean, scores[d == k]), 4), median_rank=round(float(np.median(rank[d == k])), 1))
+            for k in sorted(set(d)) if k != 'clean']
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--n', type=int, default=8000); ap.add_argument('--resolution', type=int, default=16)
-    ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--modes', nargs='+', default=['init', 'penalty', 'unrolled', 'alignment'])
-    ap.add_argument('--epochs', type=int, default=20); ap.add_argument('--max_steps', type=int, default=0)
-    ap.add_argument('--batch', type=int, default=64)
-    ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--rater_lr', type=float, default=1e-3)
-    ap.add_argument('--proxy', default='unet'); ap.add_argument('--proxy_size', default='s')
-    ap.add_argument('--device', default='cpu')
-    ap.add_argument('--retention', type=float, default=0.2)
-    ap.add_argument('--report', default=None, help='markdown report (default reports/rater_evidence.md)')
-    ap.add_argument('--reuse', action='store_true', help='use an existing rater.pt as is, without training further epochs')
-    ap.add_argument('--train_only', action='store_true', help='meta-train the raters and stop (run modes in parallel, then report)')
-    a = ap.parse_args()
+def mean_std(s: pd.Series) -> str:
+    return f"{s.mean():.3f}" if len(s) < 2 else f"{s.mean():.3f} ± {s.std(ddof=1):.3f}"
 
+
+def write_figures(df: pd.DataFrame, records: list, profile: str, figs: Path) -> list:
     import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt, seaborn as sns
-    from alchemist.core import config_from_dict, reports_dir, run_record, atomic_path, Timer
-    from alchemist.synthetic import SyntheticConfig, build_synthetic
-    from alchemist.bilevel import corpus_splits
-    from alchemist.data import read_manifest, read_scores
-    from alchemist.scoring import ScoringConfig, score_corpus, batch_relativity
-    from alchemist.select import percentile_ranks, select_indices, SAMPLERS
+    import matplotlib.pyplot as plt
+    from alchemist.core import atomic_path
+    figs.mkdir(parents=True, exist_ok=True); out = []
+    corpora = list(dict.fromkeys(df['corpus']))
+    fig, axes = plt.subplots(1, len(corpora), figsize=(1.5 + 0.9 * df['defect'].nunique() * len(corpora), 1.2 + 0.35 * df.groupby(['mode', 'inputs']).ngroups), squeeze=False)
+    for ax, c in zip(axes[0], corpora):
+        p = df[df.corpus == c].groupby(['mode', 'inputs', 'defect'])['auroc'].mean().unstack('defect')
+        im = ax.imshow(p.to_numpy(), cmap='RdBu', vmin=0, vmax=1)
+        ax.set_xticks(range(p.shape[1]), p.columns, rotation=45, ha='right', fontsize=7)
+        ax.set_yticks(range(p.shape[0]), [f'{m} | {i}' for m, i in p.index], fontsize=7)
+        for (y, x), v in np.ndenumerate(p.to_numpy()): ax.text(x, y, f'{v:.2f}', ha='center', va='center', fontsize=6)
+        ax.set_title(f'{c}: AUROC clean > defect (mean over seeds)', fontsize=8)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.6); path = figs/f'rater_auroc_{profile}.png'
+    with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=110, bbox_inches='tight')
+    plt.close(fig); out.append(path)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for r in records:
+        h = [x for x in r.get('history', []) if x.get('rank_spearman') is not None]
+        if h: ax.plot([x['step_end'] for x in h], [x['rank_spearman'] for x in h], lw=0.8, alpha=0.8, label=f"{r['corpus']} {r['mode']} {r['inputs']} s{r['seed']}")
+    ax.set(xlabel='meta-steps', ylabel='Spearman with the previous scoring', title='rank stability of the probe set', ylim=(-0.05, 1.05))
+    if len(ax.lines) <= 12: ax.legend(fontsize=5)
+    path = figs/f'rater_stability_{profile}.png'
+    with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=110, bbox_inches='tight')
+    plt.close(fig); out.append(path)
+    return out
 
-    figs = reports_dir()/'figures'; figs.mkdir(parents=True, exist_ok=True)
-    report = Path(a.report) if a.report else reports_dir()/'rater_evidence.md'
-    rec = run_record(vars(a))
-    print(f"# rater_evidence {rec['date']}  {rec['command']}  git {rec['git']}  loadavg {os.getloadavg()}", flush=True)
 
-    scfg = SyntheticConfig(n=a.n, resolution=a.resolution, seed=a.seed)
-    corpus = build_synthetic(scfg)
-    man = read_manifest(corpus)
-    splits = corpus_splits(corpus, a.resolution)
-    print(f"corpus {corpus}: {len(man)} pairs, train {len(splits['train'])}, heldout {len(splits['heldout'])}", flush=True)
+def report_section(df, records, a, prof, rec, figures, report: Path, results: Path, wall) -> str:
+    rel = lambda p: os.path.relpath(p, report.parent)
+    lines = [START, '', f"Run: `{rec['command']}` — {rec['date']}, git `{rec['git']}`, machine {rec['machine']['platform']} "
+             f"({rec['machine']['cpu_count']} cores, {rec['machine']['torch_threads']} torch threads, torch {rec['machine']['torch']}), "
+             f"load average at start {rec['load']}; total wall {wall:.0f} s.",
+             f"Profile `{a.profile}`: corpora {prof['corpora']} (n = {prof['corpus_n']}, {prof['resolution']} px), reference `heldout={a.heldout}`, "
+             f"seeds {prof['seeds']}, modes {prof['modes']}, inputs {prof['inputs']}.",
+             f"Results: `{rel(results)}` and the run records in `{rel(results.with_name(results.stem + '_records.json'))}`.", '']
+    first = next((r for r in records if r['mode'] != 'init'), None)
+    if first: lines += ['Meta-training configuration of the first trained run (the others differ in mode, inputs and seed):', '',
+                        '```json', json.dumps(first['config'], sort_keys=True), '```', '']
+    for c in dict.fromkeys(df['corpus']):
+        d = df[df.corpus == c]
+        n_seeds = d['seed'].nunique()
+        au = d.groupby(['mode', 'inputs', 'defect'])['auroc'].apply(mean_std).unstack('defect')
+        mr = d.groupby(['mode', 'inputs', 'defect'])['median_rank'].mean().round(1).unstack('defect')
+        lines += [f'### {c}: AUROC of clean vs each defect (mean ± std over {n_seeds} seed{"s" if n_seeds > 1 else ""}; 0.5 = no separation)', '',
+                  au.to_markdown(), '', f'### {c}: median percentile rank of each defect (mean over seeds; 0 = top-rated, 50 = middle)', '',
+                  mr.to_markdown(), '']
+    warm = {}
+    for r in records:
+        if r.get('warm'): warm[(r['corpus'], r['seed'], r['warm']['key'])] = r['warm']
+    if warm:
+        rows = []
+        for (c, s, k), w in warm.items():
+            b, f, p = w['before']['reference'], w['after']['reference'], w['after']['pool']
+            rows.append(dict(corpus=c, seed=s, key=k, warm_on=w['warm_on'], steps=w['fit']['steps'], fit_wall_s=round(w['fit']['wall_s']),
+                             ref_loss=f"{b['loss']:.4f} → {f['loss']:.4f}", gain_own=round(f['gain_own'], 4), gain_swapped=round(f['gain_swapped'], 4),
+                             gain_auroc=f"{b['gain_auroc']:.3f} → {f['gain_auroc']:.3f}", pool_loss=round(p['loss'], 4)))
+        lines += ['### Warm proxies (measured on the reference; before → after the warm-up; gain = loss(x, ∅) − loss(x, c))', '',
+                  pd.DataFrame(rows).to_markdown(index=False), '']
+    runs = pd.DataFrame([dict(corpus=r['corpus'], mode=r['mode'], inputs=r['inputs'], seed=r['seed'], meta_steps=r['meta_steps_done'],
+                              stopped_at=r.get('stopped_at'), last_rank_spearman=r.get('last_rank_spearman'), wall_s=r['wall_s'],
+                              cpu_ratio=r['cpu_ratio'], load=r['load'][0], date=r['date'], reused=r['reused']) for r in records])
+    lines += ['### Runs (meta-steps done, rank stability at the end, wall seconds and cpu/wall of this call, 1-min load at its start)', '',
+              runs.to_markdown(index=False), '', 'Figures: ' + ', '.join(f'`{rel(p)}`' for p in figures) + '.', '', END]
+    return '\n'.join(lines)
 
-    if a.train_only:
-        for mode in a.modes: print(mode, '->', train_rater(mode, corpus, splits, a), flush=True)
-        return
-    all_ranks, aucs, rhos, sel_rows, grid_rows, comp_rows, timings = [], [], [], [], [], [], {}
-    for mode in a.modes:
-        with Timer() as tm: ck = train_rater(mode, corpus, splits, a)
-        timings[mode] = round(tm.wall, 1)
-        cfg = config_from_dict(ScoringConfig, dict(rater=str(ck), corpus_dir=str(corpus), split='train', batch_size=256,
-                                                   device=a.device, out=str(ck.parent/'scores.parquet')))
-        df = read_scores(score_corpus(cfg)).merge(man[['uid', 'defect', 'caption']], on='uid', how='left')
-        if df['defect'].isna().any(): raise SystemExit(f"{mode}: scored uids missing from the manifest of {corpus}")
-        df['rank'] = percentile_ranks(df['score'].to_numpy())
-        df['mode'] = mode
-        all_ranks.append(df)
-        rel = batch_relativity(config_from_dict(ScoringConfig, {**dataclasses.asdict(cfg), 'out': str(ck.parent/'rel.parquet')}))
-        rhos.append(dict(mode=mode, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in rel.items()}))
-        clean = df.loc[df['defect'] == 'clean', 'score'].to_numpy()
-        for d, g in df.groupby('defect'):
-            comp_rows.append(dict(mode=mode, defect=d, n=len(g), median_rank=round(float(g['rank'].median()), 1),
-                                  top10=round(float((g['rank'] < 10).mean()), 3), bottom10=round(float((g['rank'] >= 90).mean()), 3)))
-            if d != 'clean': aucs.append(dict(mode=mode, defect=d, auroc=round(auroc(clean, g['score'].to_numpy()), 3)))
-        s = df['score'].to_numpy(); dfl = df['defect'].to_numpy()
-        for m in SAMPLERS:
-            kw = dict(start=40.0) if m == 'block' else {}
-            idx = select_indices(m, s, a.retention, a.seed, **kw)
-            sel_rows.append(dict(mode=mode, method=m, clean=round(float((dfl[idx] == 'clean').mean()), 3),
-                                 **{f'{d}': round(float((dfl[idx] == d).mean()), 3) for d in ('plain', 'chaotic', 'caption_mismatch', 'noise', 'duplicate_exact')}))
-        for mu in (35, 45, 53, 60, 70, 80):
-            for sg in (5, 10, 20):
-                idx = select_indices('shift_gsample', s, a.retention, a.seed, mu=float(mu), sigma=float(sg))
-                grid_rows.append(dict(mode=mode, mu=mu, sigma=sg, clean=float((dfl[idx] == 'clean').mean())))
-        band_grid(corpus, df, a.resolution, figs/f'rater_bands_{mode}.png',
-                  title=f'{mode}: random pairs from each percentile band of the rating (s0 = top-rated); [planted defect] caption')
-        print(f"{mode}: scored {len(df)}; median rank by defect: " +
-              ', '.join(f"{d} {g['rank'].median():.0f}" for d, g in df.groupby('defect')), flush=True)
 
-    ranks = pd.concat(all_ranks, ignore_index=True)
-    auc = pd.DataFrame(aucs).pivot(index='defect', columns='mode', values='auroc')[a.modes]
-    comp = pd.DataFrame(comp_rows)
-    sel = pd.DataFrame(sel_rows)
-    grid = pd.DataFrame(grid_rows).pivot_table(index=['mode', 'sigma'], columns='mu', values='clean').round(3)
-    rho = pd.DataFrame(rhos)
-    order = ['clean'] + sorted(set(ranks['defect']) - {'clean'})
-    # figure 1: percentile rank per defect type, one panel per mode
-    g = sns.catplot(ranks, x='rank', y='defect', col='mode', col_wrap=2, kind='box', order=order, col_order=a.modes,
-                    height=3.6, aspect=1.25, fliersize=0, color='#cfe0f0', linewidth=0.8)
-    for ax, m in zip(g.axes.flat, a.modes):
-        sub = pd.concat([x.sample(min(len(x), 60), random_state=0) for _, x in ranks[ranks['mode'] == m].groupby('defect')])
-        sns.stripplot(sub, x='rank', y='defect', order=order, ax=ax, size=1.6, color='k', alpha=0.5, jitter=0.25)
-        ax.axvline(50, color='grey', lw=0.5, ls='--'); ax.set_xlim(0, 100); ax.set_xlabel('percentile rank (0 = top-rated)')
-    g.figure.suptitle(f'where planted defects land in the rating (synthetic {a.resolution}px, n={a.n}, seed {a.seed})', y=1.02)
-    with atomic_path(figs/'rater_ranks.png') as tmp: g.figure.savefig(tmp, format='png', dpi=110, bbox_inches='tight')
-    plt.close(g.figure)
-    # figure 2: AUROC heat map
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(a.modes), 4.2))
-    sns.heatmap(auc, annot=True, fmt='.2f', cmap='RdBu', vmin=0, vmax=1, center=0.5, ax=ax, cbar_kws=dict(label='AUROC clean > defect'))
-    ax.set_title('AUROC of clean vs each defect type\n(> 0.5: clean rated higher)')
-    fig.tight_layout()
-    with atomic_path(figs/'rater_auroc.png') as tmp: fig.savefig(tmp, format='png', dpi=110)
-    plt.close(fig)
-    # figure 3: defect share per 10-point band
-    ranks['band'] = np.minimum(ranks['rank'] // 10, 9).astype(int) * 10
-    share = ranks.groupby(['mode', 'band'])['defect'].value_counts(normalize=True).rename('share').reset_index()
-    fig, axes = plt.subplots(1, len(a.modes), figsize=(3.2 * len(a.modes) + 1.5, 3.4), sharey=True, squeeze=False)
-    pal = dict(zip(order, sns.color_palette('tab20', len(order))))
-    for ax, m in zip(axes[0], a.modes):
-        p = share[share['mode'] == m].pivot(index='band', columns='defect', values='share').reindex(columns=order).fillna(0)
-        p.plot.bar(stacked=True, ax=ax, color=[pal[c] for c in p.columns], width=0.9, legend=False)
-        ax.set(title=m, xlabel='band start (percentile, 0 = top)', ylabel='share of band')
-    axes[0][-1].legend(order, fontsize=6, bbox_to_anchor=(1.02, 1), loc='upper left')
-    fig.tight_layout()
-    with atomic_path(figs/'rater_band_composition.png') as tmp: fig.savefig(tmp, format='png', dpi=110)
-    plt.close(fig)
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument('--profile', choices=list(PROFILES), default='smoke')
+    ap.add_argument('--corpora', nargs='+', help='corpus names of alchemist.experiments (synthetic, web-planted, ...) or corpus folders')
+    ap.add_argument('--corpus_n', type=int); ap.add_argument('--seeds', nargs='+', type=int)
+    ap.add_argument('--modes', nargs='+', choices=list(VARIANTS)); ap.add_argument('--inputs', nargs='+')
+    ap.add_argument('--heldout', default='clean', help="MetaConfig.heldout: the reference ('clean', 'as_is' or a subset manifest)")
+    ap.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='MetaConfig overrides for every run (rater.<field> for the rater)')
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--results', help='CSV (default reports/results/rater_auroc_<profile>.csv)')
+    ap.add_argument('--report', help='markdown report (default reports/rater_evidence.md)')
+    ap.add_argument('--figures', help='figure folder (default reports/figures)')
+    ap.add_argument('--runs', help='meta-training run folders (default <runs>/evidence/<profile>)')
+    ap.add_argument('--out', help='write the report, results and figures under this folder instead of reports/ (default for the smoke '
+                                  'profile: <runs>/evidence/smoke/reports, so a pipeline check never overwrites the evidence)')
+    a = ap.parse_args(argv)
 
-    med = comp.pivot(index='defect', columns='mode', values='median_rank')[a.modes]
-    auto = [START, '', f"Run: `{rec['command']}` — {rec['date']}, git `{rec['git']}`, machine {rec['machine']['platform']} "
-            f"({rec['machine']['cpu_count']} cores, torch {rec['machine']['torch']}), load average at start {tuple(round(x, 1) for x in os.getloadavg())}.",
-            f"Corpus `{corpus.name}` ({len(man)} pairs; train split scored: {len(all_ranks[0])}); wall seconds per mode (meta-training, incl. resume) {timings}.",
-            '', '### Meta-training reached (last epoch: mean batch scalar g of the Group MLP, std of the weights W, held-out loss)', '',
-            pd.DataFrame(EPOCHS).T.to_markdown(),
-            '', '### Median percentile rank per defect type (0 = top-rated, 50 = middle)', '', med.to_markdown(), '',
-            '### AUROC clean vs defect (P(clean pair outscores the defective one); < 0.5 = the defect is rated higher)', '', auc.to_markdown(), '',
-            '### Share of each type in the top and bottom 10% of the ranking', '',
-            comp.pivot(index='defect', columns='mode', values='top10')[a.modes].add_suffix(' top10').join(
-                comp.pivot(index='defect', columns='mode', values='bottom10')[a.modes].add_suffix(' bottom10')).to_markdown(), '',
-            '### Batch relativity (Spearman between orderings of the same rater)', '', rho.to_markdown(index=False), '',
-            f'### Defect shares of the subsets each sampler keeps at {a.retention:.0%} retention', '', sel.to_markdown(index=False), '',
-            f'### Shift-Gsample (mu, sigma) grid: clean share of the kept {a.retention:.0%} (n = default_shift = {25}%)', '', grid.to_markdown(), '',
-            'Figures: `figures/rater_ranks.png`, `figures/rater_auroc.png`, `figures/rater_band_composition.png`, '
-            + ', '.join(f'`figures/rater_bands_{m}.png`' for m in a.modes) + '.', '', END]
-    auto = '\n'.join(auto)
-    text = report.read_text() if report.exists() else f"# Where planted defects land in the rating\n\n{START}\n{END}\n"
-    if START in text and END in text: text = text[:text.index(START)] + auto + text[text.index(END) + len(END):]
-    else: text = text + '\n' + auto + '\n'
+    from alchemist.bilevel import attach_image_features, corpus_splits, meta_train, score_split
+    from alchemist.core import Timer, atomic_path, config_to_dict, reports_dir, run_record, runs_dir, write_json
+    from alchemist.experiments import ExperimentConfig, build_corpus
+    from alchemist.rater import load_rater, rater_inputs
+
+    prof = dict(PROFILES[a.profile])
+    for k in ('corpora', 'corpus_n', 'seeds', 'modes', 'inputs'):
+        if getattr(a, k) is not None: prof[k] = getattr(a, k)
+    for i in prof['inputs']: rater_inputs(i)            # a bad label fails before any training
+    runs = Path(a.runs) if a.runs else runs_dir()/'evidence'/a.profile
+    root = Path(a.out) if a.out else runs/'reports' if a.profile == 'smoke' else reports_dir()
+    results = Path(a.results) if a.results else root/'results'/f'rater_auroc_{a.profile}.csv'
+    report = Path(a.report) if a.report else root/'rater_evidence.md'
+    figs = Path(a.figures) if a.figures else root/'figures'
+    rec = run_record(vars(a), profile=prof, load=tuple(round(x, 2) for x in os.getloadavg()))
+    print(f"# rater_evidence {rec['date']}  {rec['command']}  git {rec['git']}  load {rec['load']}", flush=True)
+
+    rows, records, t_all = [], [], time.perf_counter()
+    for corpus_name in prof['corpora']:
+        corpus = build_corpus(ExperimentConfig(corpus=corpus_name, corpus_n=prof['corpus_n'], resolution=prof['resolution']))
+        base = corpus_splits(corpus, prof['resolution'], heldout=a.heldout)
+        label = Path(corpus_name).name
+        print(f"corpus {corpus}: train {len(base['train'])}, reference {len(base['heldout'])} ({a.heldout})", flush=True)
+        by_input = {}
+        for inputs in prof['inputs']:
+            for seed in prof['seeds']:
+                for variant in prof['modes']:
+                    out = runs/label/f'{variant}-{inputs}-s{seed}'
+                    cfg = meta_config(prof, variant, inputs, seed, corpus, a, out)
+                    if inputs not in by_input:   # frozen features once per corpus and input (cached in the corpus)
+                        by_input[inputs] = attach_image_features(base, dataclasses.replace(cfg.rater, resolution=cfg.resolution), a.device, corpus/'cache')
+                    splits = by_input[inputs]
+                    load = tuple(round(x, 2) for x in os.getloadavg())
+                    done = out/'done.json'
+                    with Timer() as tm:
+                        if variant == 'init': ck, res = init_rater(cfg, splits, out), dict(history=[])
+                        else:
+                            res = meta_train(cfg, splits=splits); ck = res['rater_checkpoint']
+                        scores = score_split(load_rater(ck, device=a.device), splits['train'], 256, 'paper')
+                    key = dict(corpus=label, mode=variant, inputs=inputs, seed=seed)
+                    got = defect_rows(scores, splits['train'].defect, **key)
+                    rows += got
+                    h = res['history']; step_end = np.cumsum([x['steps'] for x in h]).tolist()
+                    trace = [dict(step_end=int(s), rank_spearman=x.get('rank_spearman'), l_val=x.get('l_val')) for s, x in zip(step_end, h)]
+                    spear = [x['rank_spearman'] for x in trace if x['rank_spearman'] is not None]
+                    r = dict(**key, config=config_to_dict(cfg), date=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), load=load, wall_s=round(tm.wall, 1), cpu_ratio=round(tm.cpu_ratio, 2),
+                             reused=done.exists(), meta_steps_done=int(step_end[-1]) if step_end else 0, stopped_at=res.get('stopped_at'),
+                             last_rank_spearman=spear[-1] if spear else None, history=trace, warm=res.get('warm'), rater=str(ck))
+                    records.append(r)
+                    if variant != 'init': write_json(done, dict(rater=str(ck), wall_s=r['wall_s']))
+                    print(f"{label} {variant:16s} {inputs:16s} s{seed}: {r['meta_steps_done']} meta-steps, {tm.wall:.0f}s; AUROC "
+                          + ', '.join(f"{x['defect']} {x['auroc']:.2f}" for x in got), flush=True)
+
+    df = pd.DataFrame(rows, columns=['corpus', 'mode', 'inputs', 'seed', 'defect', 'auroc', 'median_rank'])
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(results) as tmp: df.to_csv(tmp, index=False)
+    write_json(results.with_name(results.stem + '_records.json'), dict(run=rec, runs=records))
+    figures = write_figures(df, records, a.profile, figs)
+    auto = report_section(df, records, a, prof, rec, figures, report, results, time.perf_counter() - t_all)
+    text = report.read_text() if report.exists() else (
+        "# Does the meta-trained rater find the planted defects?\n\nIssue 17: `scripts/rater_evidence.py` meta-trains a grid of modes x rater "
+        "inputs x seeds and measures, per planted defect, the AUROC of clean vs that defect and its median rank in the rating.\n\n"
+        f"{START}\n{END}\n")
+    text = text[:text.index(START)] + auto + text[text.index(END) + len(END):] if START in text and END in text else text + '\n' + auto + '\n'
+    report.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(report) as tmp: tmp.write_text(text)
     print(auto)
 
