@@ -14,9 +14,9 @@ __all__ = ['MODES', 'TIMESTEPS', 'OUTERS', 'LEARNING', 'LEARNING_BY_MODE', 'TOY_
            'corpus_splits', 'corpus_fingerprint', 'frozen_key', 'attach_image_features', 'TinyT2I', 'LossModule',
            'n_train_timesteps', 'proxy_t2i_config', 'proxy_seed', 'build_proxy', 'null_text', 'auroc',
            'proxy_conditioning', 'warm_stages', 'warm_train_config', 'manifest_digest', 'warm_key', 'warm_root',
-           'warm_proxy', 'weighted_mean', 'outer_loss', 'unrolled_outer_loss', 'alignment_weights', 'mean_update',
-           'MetaState', 'meta_gradient_fd_check', 'reset_due', 'step_batches', 'meta_run_dir', 'score_split',
-           'plot_meta_history', 'meta_train']
+           'warm_proxy', 'proxy_signals', 'weighted_mean', 'outer_loss', 'unrolled_outer_loss', 'alignment_weights',
+           'mean_update', 'MetaState', 'meta_gradient_fd_check', 'reset_due', 'step_batches', 'meta_run_dir',
+           'score_split', 'plot_meta_history', 'meta_train']
 
 # %% ../nbs/07_bilevel.ipynb #ae9f3304
 import numpy as np
@@ -478,6 +478,54 @@ def warm_proxy(cfg: MetaConfig, splits: dict) -> dict:
     if a['gain_auroc'] < 0.6: log.warning(f"warm proxy {d.name} barely uses its captions (gain AUROC {a['gain_auroc']:.3f}): more warm_steps?")
     stages = [load_trained(d, step=s if s < cfg.warm_steps else None).state_dict() for s in warm_stages(cfg)]
     return dict(dir=d, key=key, cached=cached, report=report, stages=stages)
+
+# %% ../nbs/07_bilevel.ipynb #6b738592
+def _fixed_timesteps(model: nn.Module, n_timesteps: int, seed: int, shape: tuple, device) -> tuple:
+    "The timesteps [S] and noise [S,3,H,W] of `stratified_loss` (the model's own when it has them, else S centres of equal strata)."
+    if hasattr(model, 'stratified_inputs'): t, noise = model.stratified_inputs(n_timesteps, seed)
+    else:
+        T = n_train_timesteps(model)
+        t = ((torch.arange(n_timesteps, dtype=torch.float64) + 0.5) * T / n_timesteps).long().clamp(0, T - 1)
+        noise = torch.randn((n_timesteps, *shape), generator=torch.Generator().manual_seed(seed))
+    return t.to(device), noise.to(device)
+
+def proxy_signals(model: nn.Module, split: MetaSplit, reference: MetaSplit, n_timesteps: int = 8, seed: int = 0, n_ref: int = 256,
+                  batch: int = 64, chunk: int = 8) -> dict:
+    """Per-sample signals [n] of every row of `split` read from `model` (higher = more like the reference): `alignment`
+    cos(g_i, g_ref) (g_ref: the gradient of the mean loss over up to `n_ref` rows of `reference`), `gain` loss(x, ∅) - loss(x, c)
+    and `low_loss` -loss(x, c); each loss the mean over `n_timesteps` fixed timesteps with shared noise, without caption dropout."""
+    lm, dev, was = LossModule(model), next(model.parameters()).device, model.training
+    params = {k: v.detach() for k, v in lm.named_parameters()}; buffers = dict(lm.named_buffers())
+    t1, n1 = _fixed_timesteps(model, n_timesteps, seed, (3, *split.images.shape[1:3]), dev)
+    S = len(t1)
+    def inputs(sp, r):
+        ti = torch.as_tensor(r)
+        x = images_to_tensor(sp.images[r], dev)
+        return x, sp.tokens[ti].to(dev).float(), sp.mask[ti].to(dev), t1.expand(len(r), S), n1.expand(len(r), *n1.shape)
+    def mean_loss(p, x, tok, m, t, n): return functional_call(lm, {**p, **buffers}, (x, tok, m), dict(timesteps=t, noise=n)).sum()
+    model.eval()
+    try:
+        with use_math_attention():
+            ref_rows = np.sort(np.random.default_rng([seed, 6]).choice(len(reference), min(n_ref, len(reference)), replace=False))
+            g_ref = {k: torch.zeros_like(v) for k, v in params.items()}
+            for i in range(0, len(ref_rows), batch):
+                g = torch.func.grad(mean_loss)(params, *inputs(reference, ref_rows[i:i + batch]))
+                for k in g_ref: g_ref[k] += g[k] / len(ref_rows)
+            ref_norm = torch.sqrt(sum(v.pow(2).sum() for v in g_ref.values()))
+            def one(p, x, tok, m, t, n): return mean_loss(p, x[None], tok[None], m[None], t[None], n[None])
+            per_sample = vmap(grad_and_value(one), in_dims=(None, 0, 0, 0, 0, 0))
+            al, lc, lu = [], [], []
+            for i in range(0, len(split), chunk):
+                r = np.arange(i, min(i + chunk, len(split)))
+                x, tok, m, t, n = inputs(split, r)
+                G, l = per_sample(params, x, tok, m, t, n)
+                dot = sum(G[k].flatten(1) @ g_ref[k].flatten() for k in G)
+                norm = torch.sqrt(sum(G[k].flatten(1).pow(2).sum(1) for k in G))
+                al.append(dot / (norm * ref_norm).clamp_min(1e-20)); lc.append(l.detach())
+                with torch.no_grad(): lu.append(lm(x, torch.zeros_like(tok), torch.ones_like(m), t, n))
+    finally: model.train(was)
+    al, lc, lu = (torch.cat(v).double().cpu().numpy() for v in (al, lc, lu))
+    return dict(alignment=al, gain=lu - lc, low_loss=-lc)
 
 # %% ../nbs/07_bilevel.ipynb #fa72d3ac
 def weighted_mean(w: torch.Tensor, l: torch.Tensor, rater_cfg: RaterConfig) -> torch.Tensor:

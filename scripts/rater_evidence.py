@@ -13,7 +13,9 @@ variant (`VARIANTS`), rater input (`<image>+<text>`, `alchemist.rater.rater_inpu
 resumed), score the train split with the paper's protocol (`alchemist.bilevel.score_split`: fixed batches of 256 in split
 order, softmax x |B| x g), and measure for each planted defect the AUROC of clean vs that defect (P(a clean pair outscores a
 defective one); 0.5 = no separation, < 0.5 = the defect is rated above clean) and the median percentile rank of its pairs
-(0 = top-rated). `init` is the control: the same rater before any meta-training.
+(0 = top-rated). `init` is the control: the same rater before any meta-training. The other control, `signal:<name>` with
+inputs `warm-proxy`, reads the warm proxy's own per-sample signals (`alchemist.bilevel.proxy_signals`: gradient alignment
+with the reference, conditioning gain, low loss): what the meta-gradient has to teach.
 
 Writes (paths can be redirected with the flags: `--out DIR` puts all three under DIR; `smoke` is for checking the pipeline,
 not for results, and writes under `<runs>/evidence/smoke/reports/` unless told otherwise):
@@ -41,6 +43,7 @@ VARIANTS = {
     'unrolled-k2': dict(mode='unrolled', inner_steps=2, outer='conditional'),     # K = 2
     'alignment': dict(mode='alignment', outer='conditional', align_normalize=True),  # Ren et al., cosine alignment
 }
+SIGNAL_TIMESTEPS = 8   # fixed stratified timesteps of the warm proxy's per-sample signals (issue 17's table used 8)
 ALL_INPUTS = ('pixels+pooled', 'pixels+tokens', 'randconv+pooled', 'effnet+pooled', 'effnet+tokens')
 
 # Sizes. `meta` holds MetaConfig fields shared by every run of the profile (the variant's fields go on top), `rater` RaterConfig fields.
@@ -103,6 +106,29 @@ def init_rater(cfg, splits, out: Path) -> Path:
     return save_rater(r, out/'rater.pt', corpus=corpus_fingerprint(cfg, splits), mode='init', epoch=-1)
 
 
+def signal_rows(prof, seed, corpus, label, base, a, runs) -> tuple:
+    """The control from the other side: AUROC of the warm proxy's own per-sample signals (`alchemist.bilevel.proxy_signals`:
+    alignment, conditioning gain, low loss), i.e. what the meta-gradient could teach the rater. The warm proxy is the fully
+    warmed member of the runs' population (the same cache key: it trains once). None when the profile has no warm proxy."""
+    from alchemist.bilevel import proxy_signals, warm_proxy
+    from alchemist.core import Timer, config_to_dict
+    from alchemist.train import load_trained
+    trained = [v for v in prof['modes'] if VARIANTS[v]]
+    if not trained: return [], None
+    cfg = meta_config(prof, trained[0], prof['inputs'][0], seed, corpus, a, runs/label/f'signals-s{seed}')
+    if not cfg.warm_steps: return [], None
+    load = tuple(round(x, 2) for x in os.getloadavg())
+    with Timer() as tm:
+        w = warm_proxy(cfg, base)
+        sig = proxy_signals(load_trained(w['dir'], device=a.device), base['train'], base['heldout'], n_timesteps=SIGNAL_TIMESTEPS, seed=seed)
+    got = []
+    for name, v in sig.items(): got += defect_rows(v, base['train'].defect, corpus=label, mode=f'signal:{name}', inputs='warm-proxy', seed=seed)
+    r = dict(corpus=label, mode='signal', inputs='warm-proxy', seed=seed, config=config_to_dict(cfg), date=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+             load=load, wall_s=round(tm.wall, 1), cpu_ratio=round(tm.cpu_ratio, 2), reused=w['cached'], meta_steps_done=0, stopped_at=None,
+             last_rank_spearman=None, history=[], warm=w['report'], rater=None)
+    return got, r
+
+
 def defect_rows(scores: np.ndarray, defects: list, **key) -> list:
     from alchemist.bilevel import auroc
     from alchemist.select import percentile_ranks
@@ -153,7 +179,7 @@ def report_section(df, records, a, prof, rec, figures, report: Path, results: Pa
              f"Profile `{a.profile}`: corpora {prof['corpora']} (n = {prof['corpus_n']}, {prof['resolution']} px), reference `heldout={a.heldout}`, "
              f"seeds {prof['seeds']}, modes {prof['modes']}, inputs {prof['inputs']}.",
              f"Results: `{rel(results)}` and the run records in `{rel(results.with_name(results.stem + '_records.json'))}`.", '']
-    first = next((r for r in records if r['mode'] != 'init'), None)
+    first = next((r for r in records if r['mode'] not in ('init', 'signal')), None)
     if first: lines += ['Meta-training configuration of the first trained run (the others differ in mode, inputs and seed):', '',
                         '```json', json.dumps(first['config'], sort_keys=True), '```', '']
     for c in dict.fromkeys(df['corpus']):
@@ -193,6 +219,7 @@ def main(argv=None):
     ap.add_argument('--heldout', default='clean', help="MetaConfig.heldout: the reference ('clean', 'as_is' or a subset manifest)")
     ap.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='MetaConfig overrides for every run (rater.<field> for the rater)')
     ap.add_argument('--device', default='cpu')
+    ap.add_argument('--no_signals', action='store_true', help="skip the warm proxy's own per-sample signals (rows mode='signal:<name>')")
     ap.add_argument('--results', help='CSV (default reports/results/rater_auroc_<profile>.csv)')
     ap.add_argument('--report', help='markdown report (default reports/rater_evidence.md)')
     ap.add_argument('--figures', help='figure folder (default reports/figures)')
@@ -224,6 +251,13 @@ def main(argv=None):
         base = corpus_splits(corpus, prof['resolution'], heldout=a.heldout)
         label = Path(corpus_name).name
         print(f"corpus {corpus}: train {len(base['train'])}, reference {len(base['heldout'])} ({a.heldout})", flush=True)
+        if not a.no_signals:
+            for seed in prof['seeds']:
+                got, r = signal_rows(prof, seed, corpus, label, base, a, runs)
+                if r is None: continue
+                rows += got; records.append(r)
+                print(f"{label} warm-proxy signals s{seed}: {r['wall_s']:.0f}s; AUROC "
+                      + ', '.join(f"{x['mode'][7:]}/{x['defect']} {x['auroc']:.2f}" for x in got if x['defect'] in ('caption_mismatch', 'caption_swap', 'noise')), flush=True)
         by_input = {}
         for inputs in prof['inputs']:
             for seed in prof['seeds']:

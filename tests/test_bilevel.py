@@ -5,6 +5,7 @@ from alchemist.core import ConfigError, config_from_dict
 from alchemist.bilevel import (MODES, LossModule, MetaConfig, MetaState, TinyT2I, alignment_weights, lam_at, make_batch,
                                meta_gradient_fd_check, meta_train, toy_meta_splits, unrolled_outer_loss)
 from alchemist.rater import Rater, RaterConfig, load_rater
+from alchemist.data import images_to_tensor
 
 
 @pytest.fixture(scope='module')
@@ -296,3 +297,23 @@ def test_updates_population_resumes_exactly(toy, tmp_path):
     ra, rb = load_rater(a['rater_checkpoint']), load_rater(b['rater_checkpoint'])
     assert all(torch.equal(x, y) for x, y in zip(ra.state_dict().values(), rb.state_dict().values()))
     with pytest.raises(ConfigError, match=r"differs in \['meta_average'\]"): meta_train(_cfg(tmp_path/'b', **dict(kw, meta_average='grads')), splits=toy)
+
+
+def test_proxy_signals_are_what_they_claim(toy):
+    from alchemist.bilevel import proxy_signals, _fixed_timesteps
+    torch.manual_seed(0); P = TinyT2I(8, width=4); lm = LossModule(P)
+    sig = proxy_signals(P, toy['train'], toy['heldout'], n_timesteps=3, n_ref=8, chunk=5)
+    assert {k: v.shape for k, v in sig.items()} == {k: (len(toy['train']),) for k in ('alignment', 'gain', 'low_loss')}
+    t, n = _fixed_timesteps(P, 3, 0, (3, 8, 8), 'cpu')
+    def loss(sp, r, null=False):
+        ti = torch.as_tensor(r); tok, m = sp.tokens[ti], sp.mask[ti]
+        if null: tok, m = torch.zeros_like(tok), torch.ones_like(m)
+        return lm(images_to_tensor(sp.images[r]), tok, m, t.expand(len(r), 3), n.expand(len(r), *n.shape))
+    ref = np.sort(np.random.default_rng([0, 6]).choice(len(toy['heldout']), 8, replace=False))
+    gr = torch.autograd.grad(loss(toy['heldout'], ref).mean(), list(P.parameters()))
+    for i in (0, 7):
+        gi = torch.autograd.grad(loss(toy['train'], [i]).sum(), list(P.parameters()))
+        cos = sum((a * b).sum() for a, b in zip(gi, gr)) / torch.sqrt(sum(a.pow(2).sum() for a in gi) * sum(b.pow(2).sum() for b in gr))
+        assert abs(sig['alignment'][i] - float(cos)) < 1e-4
+        with torch.no_grad():
+            assert abs(sig['gain'][i] - float(loss(toy['train'], [i], True) - loss(toy['train'], [i]))) < 1e-5
