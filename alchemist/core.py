@@ -4,51 +4,144 @@
 
 # %% ../nbs/00_core.ipynb #2f442464
 from __future__ import annotations
-import contextlib, dataclasses, difflib, hashlib, json, logging, os, platform, random, subprocess, sys, tempfile, time, typing
+import contextlib, dataclasses, difflib, errno, hashlib, inspect, io, json, logging, math, numbers, os, platform, random, re, subprocess, sys, tempfile, time, tokenize, types, typing
 from dataclasses import asdict, fields, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
 # %% auto #0
-__all__ = ['PROFILES', 'ConfigError', 'config_from_dict', 'config_to_dict', 'update_config', 'Profile', 'check_profile',
-           'get_profile', 'seed_everything', 'get_device', 'repo_root', 'data_dir', 'runs_dir', 'reports_dir',
-           'atomic_path', 'write_json', 'read_json', 'stable_hash', 'stable_unit', 'get_logger', 'progress', 'Timer',
-           'git_revision', 'machine_info', 'run_record']
+__all__ = ['PROFILES', 'ConfigError', 'check_device', 'check_types', 'config_from_dict', 'config_to_dict', 'update_config',
+           'config_help', 'Profile', 'check_profile', 'get_profile', 'seed_everything', 'get_device', 'repo_root',
+           'data_dir', 'runs_dir', 'reports_dir', 'WriteError', 'what_to_do', 'normal_permissions', 'atomic_path',
+           'to_json', 'write_json', 'read_json', 'stable_hash', 'stable_unit', 'get_logger', 'progress', 'Timer',
+           'code_version', 'cache_key', 'stale_reason', 'git_revision', 'machine_info', 'run_record']
 
 # %% ../nbs/00_core.ipynb #77427ce5
 import numpy as np
 import torch
 from tqdm import tqdm  # plain bars: tqdm.auto needs ipywidgets in notebooks
+from . import __version__
 
 # %% ../nbs/00_core.ipynb #16f11650
 class ConfigError(ValueError):
-    "A config dict does not fit its dataclass (unknown key, wrong nesting)."
+    "A config dict does not fit its dataclass (unknown key, wrong type, impossible value)."
 
 # %% ../nbs/00_core.ipynb #ece84fa7
+_DEVICE_RE = re.compile(r'^(auto|cpu|mps|cuda(:\d+)?)$')
+
+def check_device(device, where: str = 'device', available: bool = False) -> str:
+    "`device` if it names a torch device ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'); with `available`, also one this machine has."
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise ConfigError(f"{where}: unknown device {device!r}; use 'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    kind, _, idx = device.partition(':')
+    if available and kind == 'cuda':
+        if not torch.cuda.is_available(): raise ConfigError(f"{where}={device!r}, but torch sees no CUDA GPU on this machine; use device=cpu or device=auto")
+        if idx and int(idx) >= torch.cuda.device_count(): raise ConfigError(f"{where}={device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if available and kind == 'mps' and not torch.backends.mps.is_available(): raise ConfigError(f"{where}='mps', but torch sees no Apple GPU here; use device=cpu")
+    return device
+
+# %% ../nbs/00_core.ipynb #c11721ed
 def _field_types(cls) -> dict:
     "Resolved annotations of dataclass `cls` (they are strings under `from __future__ import annotations`)."
     try: return typing.get_type_hints(cls)
     except Exception: return {f.name: f.type for f in fields(cls)}
 
+_KIND = {int: 'an integer', float: 'a number', str: 'a string', bool: 'true or false', tuple: 'a list', list: 'a list', dict: 'a mapping'}
+
+def _kind(t) -> str:
+    if t is type(None): return 'None'
+    if is_dataclass(t): return f'a mapping of {t.__name__} fields'
+    return _KIND.get(typing.get_origin(t) or t, getattr(t, '__name__', str(t)))
+
+def _element(v, t, where: str):
+    "One element of a tuple field, converted to the type `t` of the default's elements (numbers given as text are parsed)."
+    if isinstance(v, str) and t in (int, float):
+        try: return t(v)
+        except ValueError: raise ConfigError(f"{where} must be {_kind(t)}, got {v!r}") from None
+    return _check_value(v, t, where)
+
+def _check_value(v, t, where: str, default=dataclasses.MISSING):
+    "`v` checked against annotation `t` and lightly normalised (list -> tuple, integral float -> int); a `ConfigError` names `where`."
+    origin = typing.get_origin(t)
+    if t is typing.Any or t is None or isinstance(t, str): return v          # unresolved or free-form annotation: not checked
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(t)
+        if v is None and type(None) in args: return None
+        for a in args:
+            if a is type(None): continue
+            try: return _check_value(v, a, where, default)
+            except ConfigError: pass
+        raise ConfigError(f"{where} must be {' or '.join(_kind(a) for a in args)}, got {v!r} ({type(v).__name__})")
+    t = origin or t                                                           # tuple[int, ...] -> tuple: the container only
+    if isinstance(v, np.generic): v = v.item()
+    bad = lambda: ConfigError(f"{where} must be {_kind(t)}, got {v!r} ({type(v).__name__})")
+    if is_dataclass(t):
+        if isinstance(v, t): return check_types(v, where)
+        if isinstance(v, dict): return config_from_dict(t, v, where)
+        raise bad()
+    if t is bool:
+        if not isinstance(v, bool): raise bad()
+    elif t is int:
+        if isinstance(v, float) and v.is_integer(): v = int(v)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral): raise bad()
+    elif t is float:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real): raise bad()
+    elif t is str:
+        if isinstance(v, numbers.Real) and not isinstance(v, bool): v = str(v)   # `name=2024` on the command line
+        if not isinstance(v, str): raise bad()
+    elif t is tuple:
+        if isinstance(v, str): v = [x.strip() for x in v.split(',') if x.strip()]
+        if not isinstance(v, (list, tuple)): raise bad()
+        el = {type(x) for x in default} if isinstance(default, tuple) and default else set()
+        et = next(iter(el)) if len(el) == 1 else None
+        v = tuple(_element(x, et, f"{where}[{i}]") for i, x in enumerate(v)) if et in (int, float, str) else tuple(v)
+    elif t is list:
+        if not isinstance(v, (list, tuple)): raise bad()
+        v = list(v)
+    elif t is dict:
+        if not isinstance(v, dict): raise bad()
+    elif isinstance(t, type) and not isinstance(v, t): raise bad()
+    return v
+
+def _default(f):
+    if f.default is not dataclasses.MISSING: return f.default
+    if f.default_factory is not dataclasses.MISSING: return f.default_factory()
+    return dataclasses.MISSING
+
+def _checked(name: str, v, t, where: str, default):
+    v = _check_value(v, t, f"{where}.{name}", default)
+    # every config's `device` names a torch device: checked here so `device=tpu` fails before any work starts
+    if name == 'device' and isinstance(v, str): check_device(v, f"{where}.device")
+    return v
+
+def check_types(cfg, where: str | None = None):
+    "Check (and normalise in place) every field of config `cfg` against its annotation, nested configs included; return `cfg`."
+    where = where or type(cfg).__name__; types_ = _field_types(type(cfg))
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        w = _checked(f.name, v, types_.get(f.name), where, _default(f))
+        if w is not v: object.__setattr__(cfg, f.name, w)
+    return cfg
+
 def config_from_dict(cls, d: dict | None, where: str | None = None):
-    "Build dataclass `cls` from `d`, recursing into nested dataclass fields; unknown keys raise `ConfigError`."
+    "Build dataclass `cls` from `d`, recursing into nested dataclass fields; unknown keys and values of the wrong type raise `ConfigError`."
     where = where or cls.__name__
+    if d is not None and not isinstance(d, dict): raise ConfigError(f"{where}: expected a mapping of fields, got {type(d).__name__}")
     d = dict(d or {})
     names = [f.name for f in fields(cls)]
     for k in d:
         if k not in names:
-            close = difflib.get_close_matches(k, names, n=1)
+            close = difflib.get_close_matches(str(k), names, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown config key '{k}' for {where}.{hint} Valid keys: {', '.join(names)}")
-    types, kw = _field_types(cls), {}
+    types_, kw = _field_types(cls), {}
     for f in fields(cls):
-        if f.name not in d: continue
-        v, t = d[f.name], types.get(f.name)
-        if is_dataclass(t) and isinstance(v, dict): v = config_from_dict(t, v, f"{where}.{f.name}")
-        elif isinstance(v, list) and f.default is not dataclasses.MISSING and isinstance(f.default, tuple): v = tuple(v)
-        kw[f.name] = v
-    return cls(**kw)
+        if f.name in d: kw[f.name] = _checked(f.name, d[f.name], types_.get(f.name), where, _default(f))
+    try: return cls(**kw)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError): raise
+        raise ConfigError(f"{where}: {e}") from e
 
 def config_to_dict(cfg) -> dict:
     "A JSON-ready dict of a (nested) config dataclass."
@@ -64,6 +157,39 @@ def update_config(cfg, overrides: dict | None = None, **kw):
             node = node[p]
         node[parts[-1]] = v
     return config_from_dict(type(cfg), d)
+
+# %% ../nbs/00_core.ipynb #0d4018ab
+def _field_comments(cls) -> tuple[dict, dict]:
+    "(`{field: comment}`, `{field: section heading above it}`) from the `# comments` in the class source."
+    try: src = inspect.getsource(cls)
+    except (OSError, TypeError): return {}, {}
+    names = {f.name for f in fields(cls)}
+    comments, sections, last, col, heading = {}, {}, None, None, None
+    toks = list(tokenize.generate_tokens(io.StringIO(src).readline))
+    for i, tk in enumerate(toks):
+        if tk.type == tokenize.NAME and tk.string in names and i + 1 < len(toks) and toks[i + 1].string == ':' and (i == 0 or toks[i - 1].type in (tokenize.INDENT, tokenize.NL, tokenize.NEWLINE, tokenize.DEDENT)):
+            last, col = tk.string, tk.start[1]
+            if heading: sections[last], heading = heading, None
+        elif tk.type == tokenize.COMMENT:
+            text = tk.string.lstrip('#').strip()
+            own_line = i == 0 or toks[i - 1].type in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+            if not own_line and last and last not in comments: comments[last] = text
+            elif own_line and last and col is not None and tk.start[1] > col + 4: comments[last] = (comments.get(last, '') + ' ' + text).strip()
+            elif own_line: heading = text
+    return comments, sections
+
+def config_help(cls, only: Iterable[str] | None = None, prefix: str = '', width: int = 24) -> str:
+    "The keys of config `cls` as help text: `key (type, default): comment`, nested configs as `field.key`; `only` limits the keys."
+    comments, sections = _field_comments(cls); types_ = _field_types(cls); lines = []
+    for f in fields(cls):
+        if only is not None and f.name not in only: continue
+        t, d = types_.get(f.name), _default(f)
+        if f.name in sections and only is None: lines.append(f"  [{sections[f.name]}]")
+        if is_dataclass(t): lines.append(config_help(t, prefix=f"{prefix}{f.name}.", width=width)); continue
+        tn = getattr(t, '__name__', None) or str(t).replace('typing.', '')
+        dflt = 'required' if d is dataclasses.MISSING else f'default {d!r}'
+        lines.append(f"  {prefix + f.name:<{width}} ({tn}, {dflt}) {comments.get(f.name, '')}".rstrip())
+    return '\n'.join(lines)
 
 # %% ../nbs/00_core.ipynb #348ae273
 @dataclasses.dataclass(frozen=True)
@@ -126,21 +252,80 @@ def runs_dir() -> Path:    return Path(os.environ.get('ALCHEMIST_RUNS', repo_roo
 def reports_dir() -> Path: return Path(os.environ.get('ALCHEMIST_REPORTS', repo_root()/'reports'))
 
 # %% ../nbs/00_core.ipynb #cf1d74eb
+class WriteError(OSError):
+    "A file could not be written (no space, read-only, permission); the message says whether its previous version is intact."
+    def __str__(self): return self.args[0] if self.args else 'write failed'
+
+_WHAT_TO_DO = {errno.ENOSPC: ('no space left on the device', 'free some space, or write elsewhere (--work-dir / --out on another disk)'),
+               errno.EDQUOT: ('disk quota exceeded', 'free some space, or write elsewhere (--work-dir / --out)'),
+               errno.EROFS: ('the file system is read-only', 'write elsewhere: --work-dir DIR (score, rater, run) or --out DIR'),
+               errno.EACCES: ('permission denied', 'write elsewhere (--work-dir / --out), or ask for write access'),
+               errno.EPERM: ('operation not permitted', 'write elsewhere (--work-dir / --out), or ask for write access')}
+_TORCH_WRITE_FAILED = ('PytorchStreamWriter failed', 'file write failed', 'inline_container')   # torch.save on a full disk
+
+def what_to_do(err: OSError) -> tuple[str, str]:
+    "(what went wrong, what to do) for an `OSError` from the file system."
+    return _WHAT_TO_DO.get(err.errno, (err.strerror or str(err), 'check the path and the disk'))
+
+def _write_error(path: Path, e: Exception, existed: bool) -> WriteError:
+    if isinstance(e, OSError): why, todo = what_to_do(e); code = e.errno
+    else: why, todo, code = f"torch could not write it, most often because the disk is full ({str(e).strip()[:160]})", _WHAT_TO_DO[errno.ENOSPC][1], errno.EIO
+    kept = f"the previous {path.name} is intact" if existed else "nothing was written"
+    err = WriteError(f"could not write {path}: {why}; {kept}. What to do: {todo}.")
+    err.errno, err.filename = code, str(path)
+    return err
+
+def _umask() -> int:
+    "The process umask (read from /proc where there is one: setting it to read it is not thread-safe)."
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'): return int(line.split()[1], 8)
+    except OSError: pass
+    m = os.umask(0o022); os.umask(m); return m
+
+def normal_permissions(path: str | Path) -> Path:
+    "Give `path` the permissions `open` / `mkdir` would have (0666 / 0777 minus the umask), undoing `mkstemp`'s 0600 and `mkdtemp`'s 0700."
+    path = Path(path); os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask()); return path
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
-    "Yield a temporary path beside `path`; on success rename it onto `path`, on error delete it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent); os.close(fd)
-    tmp = Path(tmp)
+    "Yield a temporary path beside `path`; on success rename it onto `path`, on error delete it (a failed write raises `WriteError`)."
+    path = Path(path); existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    except OSError as e: raise _write_error(path, e, existed) from e
+    os.close(fd); tmp = normal_permissions(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        # only errors about this file: a body that fails to *read* something else keeps its own error
+        if isinstance(e, WriteError) or e.filename not in (None, str(tmp), str(path)) or e.errno not in _WHAT_TO_DO: raise
+        raise _write_error(path, e, existed) from e
+    except RuntimeError as e:
+        if not any(s in str(e) for s in _TORCH_WRITE_FAILED): raise
+        raise _write_error(path, e, existed) from e
     finally:
         if tmp.exists(): tmp.unlink()
 
+def _json_ready(o):
+    "`o` with NaN and infinities as None (JSON has no NaN), numpy scalars and arrays as Python values."
+    if isinstance(o, float): return o if math.isfinite(o) else None
+    if isinstance(o, np.ndarray): return _json_ready(o.tolist())
+    if isinstance(o, np.generic): return _json_ready(o.item())
+    if isinstance(o, dict): return {(k.item() if isinstance(k, np.generic) else k): _json_ready(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_json_ready(v) for v in o]
+    return o
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    "Strict JSON text of `obj`: NaN and infinities become null, anything else unknown its `str`."
+    return json.dumps(_json_ready(obj), indent=indent, default=str, allow_nan=False)
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    "Write `obj` as indented JSON, atomically."
-    with atomic_path(path) as tmp: tmp.write_text(json.dumps(obj, indent=2, default=str))
+    "Write `obj` as indented strict JSON (`to_json`: no bare NaN), atomically."
+    text = to_json(obj)
+    with atomic_path(path) as tmp: tmp.write_text(text)
     return Path(path)
 
 def read_json(path: str | Path) -> Any:
@@ -181,6 +366,24 @@ class Timer:
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.t0; self.cpu = time.process_time() - self.c0
         self.cpu_ratio = self.cpu / max(self.wall, 1e-9)
+
+# %% ../nbs/00_core.ipynb #e83d2ef4
+def code_version() -> str:
+    "The version caches are keyed on: the package version (`settings.ini` version; bump it when results change)."
+    return __version__
+
+def cache_key(**parts) -> dict:
+    "A cache key: `parts` (e.g. corpus=fingerprint, config=hash) plus the code version."
+    return {**parts, 'code_version': code_version()}
+
+_CACHE_PART = dict(corpus='the corpus changed (manifest fingerprint ', config='the config changed (hash ', code_version='the code version changed (')
+
+def stale_reason(stored: dict | None, wanted: dict) -> str | None:
+    "None when the `stored` cache key equals `wanted`; else why not, in words."
+    if not isinstance(stored, dict): return "it records no cache key (made by an older version)"
+    diff = [k for k in wanted if stored.get(k) != wanted[k]]
+    if not diff: return None
+    return '; '.join(f"{_CACHE_PART.get(k, f'{k} changed (')}{stored.get(k)} -> {wanted[k]})" for k in diff)
 
 # %% ../nbs/00_core.ipynb #f341a979
 def git_revision(root: str | Path | None = None) -> str:
