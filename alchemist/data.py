@@ -4,29 +4,33 @@
 
 # %% ../nbs/01_data.ipynb #f85c59a7
 from __future__ import annotations
-import io, json, os, re, shutil, tarfile, tempfile, textwrap
-from dataclasses import dataclass, field
+import csv, hashlib, io, json, os, re, shutil, tarfile, tempfile, textwrap, warnings, zlib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Iterator
 
 # %% auto #0
-__all__ = ['SPLITS', 'MANIFEST', 'CORPUS_JSON', 'MANIFEST_COLUMNS', 'SCORES_DIR', 'CorpusError', 'SplitConfig', 'assign_split',
-           'write_corpus', 'read_manifest', 'corpus_info', 'check_subset', 'iter_samples', 'Subset', 'write_subset',
+__all__ = ['SPLITS', 'MANIFEST', 'CORPUS_JSON', 'MANIFEST_COLUMNS', 'OPTIONAL_COLUMNS', 'SCORES_DIR', 'IMAGE_EXTS',
+           'EXPORT_FORMATS', 'CorpusError', 'SplitConfig', 'assign_split', 'write_corpus', 'read_manifest',
+           'corpus_info', 'manifest_fingerprint', 'check_subset', 'iter_samples', 'Subset', 'write_subset',
            'read_subset', 'image_cache', 'load_images', 'images_to_tensor', 'tensor_to_images', 'split_rows',
-           'iter_chunks', 'scores_path', 'write_scores', 'read_scores', 'import_imagefolder', 'import_webdataset',
-           'save_image_grid']
+           'iter_chunks', 'scores_path', 'write_scores', 'name_scores', 'read_scores', 'ImportConfig', 'import_sources',
+           'import_corpus', 'import_imagefolder', 'import_webdataset', 'import_summary', 'export_subset', 'work_view',
+           'source_corpus', 'save_image_grid']
 
 # %% ../nbs/01_data.ipynb #7c0bdfda
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
-from .core import atomic_path, get_logger, progress, read_json, run_record, stable_unit, write_json
+from PIL import Image, ImageOps
+from .core import (ConfigError, atomic_path, check_types, config_from_dict, config_to_dict, get_logger, normal_permissions, progress, read_json,
+                            run_record, stable_unit, write_json)
 
 # %% ../nbs/01_data.ipynb #62f5e34a
 SPLITS = ('train', 'heldout', 'eval')
 MANIFEST, CORPUS_JSON = 'manifest.parquet', 'corpus.json'
 MANIFEST_COLUMNS = ['uid', 'caption', 'split', 'source', 'group_id', 'defect', 'attrs', 'license', 'shard']
+OPTIONAL_COLUMNS = ('file_name',)   # written after MANIFEST_COLUMNS when samples carry them (imports: the original file name)
 _UID_RE = re.compile(r'^[A-Za-z0-9_-]+$')
 
 class CorpusError(ValueError):
@@ -70,21 +74,34 @@ def _manifest_row(s: dict, split_cfg: SplitConfig) -> dict:
     if not isinstance(cap, str): raise CorpusError(f"sample {uid}: missing caption (got {cap!r})")
     if s.get('image') is None: raise CorpusError(f"sample {uid}: missing image")
     gid = str(s.get('group_id') or uid)
-    return dict(uid=uid, caption=cap, split=s.get('split') or assign_split(gid, split_cfg), source=str(s.get('source', 'unknown')),
-                group_id=gid, defect=str(s.get('defect', 'clean')), attrs=json.dumps(s.get('attrs', {}), sort_keys=True),
-                license=str(s.get('license', 'unknown')))
+    row = dict(uid=uid, caption=cap, split=s.get('split') or assign_split(gid, split_cfg), source=str(s.get('source', 'unknown')),
+               group_id=gid, defect=str(s.get('defect', 'clean')), attrs=json.dumps(s.get('attrs', {}), sort_keys=True),
+               license=str(s.get('license', 'unknown')))
+    row.update({c: str(s[c]) for c in OPTIONAL_COLUMNS if s.get(c) is not None})
+    return row
 
 # %% ../nbs/01_data.ipynb #8a5d6506
+def _swap_into(tmp: Path, out_dir: Path) -> None:
+    "Move the finished folder `tmp` onto `out_dir` (an old `out_dir` is swapped out, then removed)."
+    normal_permissions(tmp)   # mkdtemp makes it 0700: a shared corpus must stay readable
+    if out_dir.exists():
+        old = out_dir.with_name(f'.{out_dir.name}.old'); shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old); os.replace(tmp, out_dir); shutil.rmtree(old, ignore_errors=True)
+    else: os.replace(tmp, out_dir)
+
 def write_corpus(samples: Iterable[dict], out_dir: str | Path, shard_size: int = 2000, split_cfg: SplitConfig | None = None,
-                 overwrite: bool = False, name: str | None = None, total: int | None = None, record: dict | None = None) -> pd.DataFrame:
-    "Write `samples` as webdataset shards + manifest into `out_dir` atomically; return the manifest."
+                 overwrite: bool = False, name: str | None = None, total: int | None = None, record: dict | None = None,
+                 extra_json: dict | None = None) -> pd.DataFrame:
+    """Write `samples` as webdataset shards + manifest into `out_dir` atomically; return the manifest. `extra_json`
+    ({file name: object}) is written into the corpus after the samples, so a generator may fill it in as it goes."""
     out_dir, split_cfg = Path(out_dir), split_cfg or SplitConfig()
-    if (out_dir/MANIFEST).exists() and not overwrite: raise FileExistsError(f"corpus exists: {out_dir} (pass overwrite=True to rebuild)")
+    if (out_dir/MANIFEST).exists() and not overwrite: raise FileExistsError(f"corpus exists: {out_dir} (pass overwrite=True, or --overwrite on the command line, to replace it)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix='.building', dir=out_dir.parent))
     try:
         (tmp/'shards').mkdir()
         rows, seen, tf, shard = [], set(), None, None
+        content = hashlib.blake2b(digest_size=16)   # of every member written: two corpora with the same manifest but other pixels differ
         for i, s in enumerate(progress(samples, desc=f'writing {out_dir.name}', total=total)):
             row = _manifest_row(s, split_cfg)
             if row['uid'] in seen: raise CorpusError(f"duplicate uid {row['uid']!r}")
@@ -93,21 +110,21 @@ def write_corpus(samples: Iterable[dict], out_dir: str | Path, shard_size: int =
                 if tf: tf.close()
                 shard = f'shards/shard-{i // shard_size:06d}.tar'; tf = tarfile.open(tmp/shard, 'w')
             meta = {k: v for k, v in s.items() if k not in _META_KEYS}
-            _tar_add(tf, f"{row['uid']}.png", _png_bytes(s['image']))
-            _tar_add(tf, f"{row['uid']}.txt", row['caption'].encode())
-            _tar_add(tf, f"{row['uid']}.json", json.dumps(meta, sort_keys=True, default=str).encode())
+            for member, data in ((f"{row['uid']}.png", _png_bytes(s['image'])), (f"{row['uid']}.txt", row['caption'].encode()),
+                                 (f"{row['uid']}.json", json.dumps(meta, sort_keys=True, default=str).encode())):
+                _tar_add(tf, member, data); content.update(member.encode() + len(data).to_bytes(8, 'little') + data)
             rows.append({**row, 'shard': shard})
         if tf: tf.close()
         if not rows: raise CorpusError(f"no samples given for {out_dir}")
-        man = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+        cols = MANIFEST_COLUMNS + [c for c in OPTIONAL_COLUMNS if any(c in r for r in rows)]
+        man = pd.DataFrame(rows, columns=cols)
+        for c in cols[len(MANIFEST_COLUMNS):]: man[c] = man[c].fillna('')
         man.to_parquet(tmp/MANIFEST, index=False)
         write_json(tmp/CORPUS_JSON, dict(name=name or out_dir.name, n=len(man), shards=int(man.shard.nunique()),
                                          splits=man.split.value_counts().to_dict(), split_config=split_cfg.__dict__,
-                                         record=record or run_record()))
-        if out_dir.exists():  # swap old for new, then drop the old one
-            old = out_dir.with_name(f'.{out_dir.name}.old'); shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old); os.replace(tmp, out_dir); shutil.rmtree(old, ignore_errors=True)
-        else: os.replace(tmp, out_dir)
+                                         content_hash=content.hexdigest(), record=record or run_record()))
+        for fname, obj in (extra_json or {}).items(): write_json(tmp/fname, obj)
+        _swap_into(tmp, out_dir)
         return man
     finally:
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
@@ -122,6 +139,16 @@ def read_manifest(corpus_dir: str | Path) -> pd.DataFrame:
 def corpus_info(corpus_dir: str | Path) -> dict:
     "The corpus.json of a corpus (name, counts, build record)."
     return read_json(Path(corpus_dir)/CORPUS_JSON)
+
+def manifest_fingerprint(corpus_dir: str | Path) -> str:
+    """A hash of the corpus's content: every manifest row and column, and the hash of the shards' members that
+    `write_corpus` records in corpus.json (older corpora: the manifest alone). Caches are keyed on it."""
+    man = read_manifest(corpus_dir)
+    h = hashlib.blake2b(json.dumps([str(c) for c in man.columns]).encode(), digest_size=8)
+    h.update(pd.util.hash_pandas_object(man, index=False).to_numpy().tobytes())
+    p = Path(corpus_dir)/CORPUS_JSON
+    if p.exists(): h.update(str(read_json(p).get('content_hash', '')).encode())
+    return h.hexdigest()
 
 def _iter_tar_groups(path: Path) -> Iterator[tuple[str, dict]]:
     "Yield (key, {ext: bytes}) for consecutive members sharing a key, webdataset style."
@@ -261,16 +288,27 @@ def scores_path(corpus_dir: str | Path, name: str) -> Path:
     return Path(corpus_dir)/SCORES_DIR/f'{name}.parquet'
 
 def write_scores(path: str | Path, uids: Iterable[str], score, record: dict | None = None, **columns) -> pd.DataFrame:
-    "Validate and write a score table (`uid`, `score`, then `columns`) to `path`, and `record` to `path` with `.json`, atomically."
+    "Validate and write a score table (`uid`, `score`, `rank`, then `columns`) to `path`, and `record` to `path` with `.json`, atomically."
     path, uids = Path(path), [str(u) for u in uids]
     score = np.asarray(score)
     if score.dtype.kind != 'f': score = score.astype(np.float64)
     if len(uids) != len(score): raise ValueError(f"{path.stem}: {len(uids)} uids but {len(score)} scores")
     if len(set(uids)) != len(uids): raise ValueError(f"{path.stem}: duplicate uids in scores")
     if not np.isfinite(score).all(): raise ValueError(f"{path.stem}: {int((~np.isfinite(score)).sum())} non-finite scores")
+    if 'rank' not in columns:
+        rank = np.empty(len(score), np.int64); rank[np.argsort(-score, kind='stable')] = np.arange(1, len(score) + 1)
+        columns = {'rank': rank, **columns}
     df = pd.DataFrame({'uid': uids, 'score': score, **columns})
     with atomic_path(path) as tmp: df.to_parquet(tmp, index=False)
     if record is not None: write_json(path.with_suffix('.json'), record)
+    return df
+
+def name_scores(path: str | Path, corpus_dir: str | Path) -> pd.DataFrame:
+    "Add the original file names of an imported corpus (manifest column `file_name`) to the score table at `path`, in place; return it."
+    df, man = read_scores(path), read_manifest(corpus_dir)
+    if 'file_name' not in man.columns or 'file_name' in df.columns: return df
+    df['file_name'] = df.uid.map(man.set_index('uid').file_name).fillna('')
+    with atomic_path(path) as tmp: df.to_parquet(tmp, index=False)
     return df
 
 def read_scores(path: str | Path, required: tuple = ('uid', 'score')) -> pd.DataFrame:
@@ -283,64 +321,429 @@ def read_scores(path: str | Path, required: tuple = ('uid', 'score')) -> pd.Data
     return df
 
 # %% ../nbs/01_data.ipynb #5e37ae2a
+@dataclass
+class ImportConfig:
+    "How `import_corpus` reads your data."
+    caption_column: str = ''        # caption column of an imagefolder's metadata ('' = the first of text, caption, prompt)
+    source: str = ''                # `source` of every pair ('' = the folder's name, or 'webdataset' for shards)
+    max_side: int = 2048            # images with a longer side are downscaled to it on import (aspect kept, Lanczos)
+    max_pixels: int = 400_000_000   # images with more pixels are refused and named (decoding takes ~3 bytes a pixel)
+    strict: bool = False            # abort on the first pair that would be lost (then nothing is written)
+    shard_size: int = 2000          # pairs per shard of the corpus written
+    overwrite: bool = False         # replace an existing corpus at the output folder
+
+    def __post_init__(self):
+        check_types(self)   # `ImportConfig(max_side='big')` from Python fails as the CLI and a dict do
+        if self.max_side < 8: raise ConfigError(f"ImportConfig.max_side must be >= 8 px, got {self.max_side}")
+        if self.max_pixels < 64: raise ConfigError(f"ImportConfig.max_pixels must be >= 64, got {self.max_pixels}")
+        if self.shard_size < 1: raise ConfigError(f"ImportConfig.shard_size must be >= 1, got {self.shard_size}")
+
+IMAGE_EXTS = ('jpg', 'jpeg', 'png', 'webp', 'bmp', 'gif', 'tif', 'tiff')
+_CAPTION_COLUMNS = ('text', 'caption', 'prompt')
+_RESERVED = ('uid', 'image', 'caption', 'split', 'group_id', 'defect', 'attrs', 'source', 'shard', 'file_name')
+
 def _safe_uid(s: str) -> str:
     return re.sub(r'[^A-Za-z0-9_-]+', '_', s).strip('_') or 'x'
 
-def _read_metadata(folder: Path) -> pd.DataFrame:
-    if (folder/'metadata.jsonl').exists(): return pd.read_json(folder/'metadata.jsonl', lines=True)
-    if (folder/'metadata.csv').exists(): return pd.read_csv(folder/'metadata.csv')
-    raise CorpusError(f"{folder} has neither metadata.jsonl nor metadata.csv (imagefolder convention: file_name + caption columns)")
+def _unique_uid(base: str, seen: set, salt: str) -> str:
+    "A uid from `base` that is not in `seen` (a short hash of `salt`, the sample's origin, is added on a collision); added to `seen`."
+    uid = _safe_uid(base)
+    if uid in seen: uid = f"{uid}-{hashlib.blake2b(salt.encode(), digest_size=4).hexdigest()}"
+    n = 1
+    while uid in seen: uid, n = f"{uid}-{n}", n + 1
+    seen.add(uid); return uid
 
-def _import(samples: Iterator[dict], out_dir, stats: dict, **kw) -> pd.DataFrame:
-    man = write_corpus(samples, out_dir, record=run_record(import_stats=stats), **kw)
-    log = get_logger()
-    if stats['skipped']: log.warning(f"import into {out_dir}: skipped {stats['skipped']} sample(s): {stats['reasons']}")
-    write_json(Path(out_dir)/'import_stats.json', stats)
-    return man
-
-def _skip(stats, reason):
-    stats['skipped'] += 1; stats['reasons'][reason] = stats['reasons'].get(reason, 0) + 1
+def _text(b: bytes) -> tuple[str, str | None]:
+    "Decode text bytes: UTF-8 (a BOM dropped), else cp1252, else latin-1. Returns (text, the fallback used or None)."
+    try: return b.decode('utf-8-sig'), None
+    except UnicodeDecodeError: pass
+    try: return b.decode('cp1252'), 'cp1252'
+    except UnicodeDecodeError: return b.decode('latin-1'), 'latin-1'
 
 # %% ../nbs/01_data.ipynb #ee7158f2
+def _to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
+    "RGB of any PIL mode, and what was converted: 16-bit grey scaled (not clipped), transparency over white, palette, CMYK."
+    m = img.mode
+    if m == 'RGB': return img, None
+    if m.startswith('I'):            # 16-bit grey ('I;16'), or 32-bit ints holding 16-bit values: PIL's convert would clip to white
+        a = np.asarray(img, dtype=np.float64)
+        scale = 257.0 if m.startswith('I;16') or a.max() > 255 else 1.0
+        return Image.fromarray(np.clip(np.round(a / scale), 0, 255).astype(np.uint8), 'L').convert('RGB'), '16-bit grey scaled to 8 bits'
+    if m == 'F':
+        a = np.asarray(img, dtype=np.float64); a = a * 255 if a.max() <= 1 else a
+        return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), 'L').convert('RGB'), 'float grey scaled to 8 bits'
+    if m in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in img.info:
+        rgba = img.convert('RGBA')   # the web corpus draws its art on white: transparent pixels become white, not black
+        return Image.alpha_composite(Image.new('RGBA', img.size, (255, 255, 255, 255)), rgba).convert('RGB'), 'transparency composited over white'
+    if m == 'P': return img.convert('RGB'), 'palette converted to RGB'
+    if m == 'CMYK': return img.convert('RGB'), 'CMYK converted to RGB'
+    if m in ('L', '1'): return img.convert('RGB'), None
+    return img.convert('RGB'), f'{m} converted to RGB'
+
+# %% ../nbs/01_data.ipynb #8aa65551
+class _Ledger:
+    "What an import read, converted and lost; `lose` raises in strict mode."
+    def __init__(self, cfg: ImportConfig):
+        self.cfg = cfg
+        self.d = dict(n_imported=0, n_images=0, n_lost=0, lost_exact=True, skipped=0, reasons={}, lost=[], sources=[],
+                      converted={}, converted_files={}, text_fallback=dict(n=0, files=[]),
+                      downscaled=dict(n=0, max_side=cfg.max_side, files=[]), metadata_dropped=[], unlisted_images=[], truncated=[],
+                      settings=config_to_dict(cfg))
+
+    def lose(self, source: Path, file: str, reason: str, line: int | None = None, n: int = 1, why: str | None = None):
+        "Count `n` lost pairs of `file` (line `line`) for `reason` (the count's key; `why` the longer text listed)."
+        where = f"{file}:{line}" if line else file
+        if self.cfg.strict: raise CorpusError(f"{source}: {where}: {why or reason} (strict import: nothing was written)")
+        d = self.d; d['n_lost'] += n; d['skipped'] += n; d['reasons'][reason] = d['reasons'].get(reason, 0) + n
+        d['lost'].append(dict(source=str(source), file=file, line=line, reason=why or reason, **({'n': n} if n != 1 else {})))
+
+    def note(self, kind: str, file: str):
+        self.d['converted'][kind] = self.d['converted'].get(kind, 0) + 1
+        self.d['converted_files'].setdefault(kind, []).append(file)
+
+    def text(self, file: str, fallback: str | None):
+        if fallback: self.d['text_fallback']['n'] += 1; self.d['text_fallback']['files'].append(f"{file} ({fallback})")
+
+def _load_image(data: bytes, file: str, source: Path, led: _Ledger, line: int | None = None, n_pairs: int = 1) -> Image.Image | None:
+    "Decode, orient, convert and (if huge) downscale one image; None (and its pairs counted lost) when it cannot be read."
+    cfg = led.cfg
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # PIL's own bomb check is replaced by max_pixels below
+            try: img = Image.open(io.BytesIO(data))
+            finally: Image.MAX_IMAGE_PIXELS = limit
+            w, h = img.size
+            if w * h > cfg.max_pixels:
+                led.lose(source, file, 'image too large', line, n_pairs,
+                         f"image too large: {w}x{h} = {w * h / 1e6:.0f} MP, above max_pixels = {cfg.max_pixels / 1e6:.0f} MP"); return None
+            if img.format == 'JPEG' and max(w, h) > cfg.max_side: img.draft(None, (cfg.max_side, cfg.max_side))   # decode at a reduced scale
+            img.load()
+            if img.getexif().get(0x0112, 1) != 1: img = ImageOps.exif_transpose(img); led.note('rotated by its EXIF orientation', file)
+    except Exception as e:
+        led.lose(source, file, 'unreadable image', line, n_pairs, f"unreadable image ({type(e).__name__}: {e})"); return None
+    img, what = _to_rgb(img)
+    if what: led.note(what, file)
+    if max(img.size) > cfg.max_side:
+        size = img.size; img = img.copy(); img.thumbnail((cfg.max_side, cfg.max_side), Image.LANCZOS)
+        led.d['downscaled']['n'] += 1; led.d['downscaled']['files'].append(f"{file} ({size[0]}x{size[1]} -> {img.size[0]}x{img.size[1]})")
+    return img
+
+# %% ../nbs/01_data.ipynb #1fb9b419
+def _metadata_rows(folder: Path, led: _Ledger) -> tuple[str, list[tuple[int, dict]]]:
+    "(metadata file name, [(line number, record)]) of an imagefolder; bad lines are counted lost with their line."
+    if (folder/'metadata.jsonl').exists():
+        name, rows = 'metadata.jsonl', []
+        for i, raw in enumerate((folder/name).read_bytes().split(b'\n'), 1):
+            if not raw.strip(): continue
+            text, fb = _text(raw.rstrip(b'\r')); led.text(f"{name}:{i}", fb)
+            try: rec = json.loads(text)
+            except json.JSONDecodeError as e: led.lose(folder, name, 'malformed metadata line', i, why=f"malformed JSON ({e.msg} at column {e.colno})"); continue
+            if not isinstance(rec, dict): led.lose(folder, name, 'malformed metadata line', i, why=f"not a JSON object ({type(rec).__name__})"); continue
+            rows.append((i, rec))
+        return name, rows
+    if (folder/'metadata.csv').exists():
+        name, lines = 'metadata.csv', []
+        for i, raw in enumerate((folder/name).read_bytes().splitlines(), 1):
+            text, fb = _text(raw); led.text(f"{name}:{i}", fb); lines.append(text)
+        reader, rows = csv.DictReader(io.StringIO('\n'.join(lines))), []
+        while True:
+            try: rec = next(reader)
+            except StopIteration: break
+            except csv.Error as e: led.lose(folder, name, 'malformed metadata line', reader.line_num, why=f"malformed CSV ({e})"); continue
+            if None in rec:
+                led.lose(folder, name, 'malformed metadata line', reader.line_num,
+                         why=f"{len(reader.fieldnames) + len(rec[None])} fields, the header has {len(reader.fieldnames)}"); continue
+            rows.append((reader.line_num, rec))
+        return name, rows
+    raise CorpusError(f"{folder} has neither metadata.jsonl nor metadata.csv (imagefolder convention: a file_name and a caption column)")
+
+def _captions(v) -> list[str]:
+    "The captions of one metadata value: a string, or a list of them (COCO style)."
+    if isinstance(v, str): v = [v]
+    if not isinstance(v, (list, tuple)): return [] if v is None or (isinstance(v, float) and np.isnan(v)) else [str(v)]
+    return [c.strip() for c in v if isinstance(c, str) and c.strip()]
+
+def _imagefolder_samples(folder: Path, led: _Ledger, seen: set) -> Iterator[dict]:
+    "The pairs of one imagefolder, in metadata order (an image's captions together)."
+    cfg, root = led.cfg, folder.resolve()
+    name, rows = _metadata_rows(folder, led)
+    keys = {k for _, r in rows for k in r}
+    if rows and 'file_name' not in keys: raise CorpusError(f"{folder/name}: no 'file_name' column (columns: {sorted(keys)})")
+    cap = cfg.caption_column or next((c for c in _CAPTION_COLUMNS if c in keys), None)
+    if rows and (cap is None or cap not in keys):
+        raise CorpusError(f"{folder/name}: no caption column (tried {cfg.caption_column or ', '.join(_CAPTION_COLUMNS)}; columns: {sorted(keys)}); "
+                          "name it with caption_column=... (--caption-column)")
+    groups: dict[str, list] = {}
+    for line, r in rows:
+        fn = r.get('file_name')
+        if not isinstance(fn, str) or not fn.strip(): led.lose(folder, name, 'no file_name', line, why="no file_name on this line"); continue
+        groups.setdefault(fn.strip(), []).append((line, r))
+    listed = {(root/fn).resolve() for fn in groups}
+    led.d['unlisted_images'] += sorted(p.relative_to(root).as_posix() for p in root.rglob('*')
+                                       if p.suffix.lower().lstrip('.') in IMAGE_EXTS and p.resolve() not in listed)
+    for fn, lines in groups.items():
+        pairs = []
+        for line, r in lines:
+            cs = _captions(r.get(cap))
+            if not cs: led.lose(folder, fn, 'missing caption', line, why=f"missing caption ({name} line {line}, column '{cap}')")
+            pairs += [(line, c) for c in cs]
+        if not pairs: continue
+        path = (root/fn).resolve()
+        if root not in path.parents: led.lose(folder, fn, 'file_name outside the folder', pairs[0][0], len(pairs)); continue
+        if not path.is_file(): led.lose(folder, fn, 'image file not found', pairs[0][0], len(pairs), f"image file not found ({name} line {pairs[0][0]})"); continue
+        img = _load_image(path.read_bytes(), fn, folder, led, pairs[0][0], len(pairs))
+        if img is None: continue
+        first = lines[0][1]
+        attrs = {k: v for k, v in first.items() if k not in (cap, *_RESERVED, 'license') and isinstance(v, (str, int, float, bool))
+                 and not (isinstance(v, float) and np.isnan(v))}
+        base = Path(fn).with_suffix('').as_posix(); gid = None; led.d['n_images'] += 1
+        for j, (line, c) in enumerate(pairs):
+            uid = _unique_uid(base if j == 0 else f"{_safe_uid(base)}-c{j}", seen, f"{folder}/{fn}#{j}")
+            gid = gid or uid
+            yield dict(uid=uid, image=img, caption=c, source=cfg.source or folder.name, group_id=gid, file_name=fn, attrs=attrs,
+                       license=str(first.get('license', 'unknown')))
+
+# %% ../nbs/01_data.ipynb #1264f1ce
+def _tar_groups_until_error(path: Path) -> Iterator[tuple[str, dict, Exception | None]]:
+    "(key, {ext: bytes}, None) per sample; at a truncated or corrupt point, the partial sample with the error, then stop."
+    key, group = None, {}
+    try:
+        with tarfile.open(path, 'r') as tf:
+            for m in tf:
+                if not m.isfile(): continue
+                k, _, ext = m.name.rpartition('/')[2].partition('.')
+                if key is not None and k != key: yield key, group, None; group = {}
+                key = k; group[ext.lower()] = tf.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        yield key, group, e; return
+    if key is not None: yield key, group, None
+
+def _sidecar_keys(shard: Path) -> tuple[int | None, list | None]:
+    "(pairs the shard should hold, their keys) from img2dataset's `<shard>_stats.json` / `<shard>.parquet`, else (None, None)."
+    stem = shard.name.split('.')[0]
+    pq, st = shard.with_name(f'{stem}.parquet'), shard.with_name(f'{stem}_stats.json')
+    try:
+        if pq.exists():
+            t = pd.read_parquet(pq)
+            if 'status' in t.columns: t = t[t.status == 'success']
+            if 'key' in t.columns: return len(t), t.key.astype(str).tolist()
+        if st.exists(): return int(read_json(st)['successes']), None
+    except Exception: pass   # an unreadable sidecar: the count stays unknown, as without one
+    return None, None
+
+def _webdataset_samples(shard: Path, led: _Ledger, seen: set) -> Iterator[dict]:
+    "The pairs of one webdataset shard."
+    cfg, keys = led.cfg, []
+    for key, g, err in _tar_groups_until_error(shard):
+        if key is None: break
+        keys.append(key)
+        ext = next((e for e in IMAGE_EXTS if e in g), None)
+        fn = f"{shard.name}/{key}.{ext or '?'}"
+        meta = {}
+        if 'json' in g:
+            try: meta = json.loads(_text(g['json'])[0])
+            except json.JSONDecodeError as e: meta = None; why = f"malformed JSON ({e.msg})"
+            if not isinstance(meta, dict):
+                why = why if meta is None else f"not a JSON object ({type(meta).__name__})"
+                if cfg.strict: raise CorpusError(f"{shard}: {key}.json: {why} (strict import: nothing was written)")
+                led.d['metadata_dropped'].append(dict(source=str(shard), file=f"{shard.name}/{key}.json", reason=why + '; the pair was kept without it'))
+                meta = {}
+        if 'txt' in g: cap, fb = _text(g['txt']); led.text(f"{shard.name}/{key}.txt", fb)
+        else: cap = meta.get('caption') if isinstance(meta.get('caption'), str) else ''
+        cap = cap.strip()
+        if err is not None and (ext is None or not cap):
+            led.lose(shard, fn, 'shard truncated', why=f"the shard ends inside this pair ({type(err).__name__}: {err})"); break
+        if ext is None: led.lose(shard, f"{shard.name}/{key}", 'no image member', why=f"no image member (has {sorted(g)})")
+        elif not cap: led.lose(shard, fn, 'missing caption', why="missing caption (no .txt member, no 'caption' in .json)")
+        else:
+            img = _load_image(g[ext], fn, shard, led)
+            if img is not None:
+                led.d['n_images'] += 1
+                attrs = {k: v for k, v in meta.items() if k not in (*_RESERVED, 'license') and isinstance(v, (str, int, float, bool))}
+                yield dict(uid=_unique_uid(f'{shard.stem}_{key}', seen, f"{shard}/{key}"), image=img, caption=cap,
+                           source=cfg.source or 'webdataset', file_name=fn, attrs=attrs, license=str(meta.get('license', 'unknown')))
+        if err is not None: break
+    else: err = None
+    if err is None: return
+    expected, expected_keys = _sidecar_keys(shard)
+    after = max(0, expected - len(keys)) if expected is not None else None
+    missing = [k for k in expected_keys if k not in set(keys)] if expected_keys is not None else None
+    led.d['truncated'].append(dict(shard=str(shard), last_key=keys[-1] if keys else None, pairs_read=len(keys), lost_after=after,
+                                   error=f"{type(err).__name__}: {err}"))
+    if after is None:
+        if cfg.strict: raise CorpusError(f"{shard}: truncated after {len(keys)} pair(s) ({err}) (strict import: nothing was written)")
+        led.d['lost_exact'] = False
+        led.d['lost'].append(dict(source=str(shard), file=shard.name, line=None, n=None,
+                                  reason=f"shard truncated after key {keys[-1] if keys else '(none)'}: the pairs after it cannot be counted "
+                                         "(no img2dataset _stats.json or .parquet beside the shard)"))
+    elif after:
+        led.lose(shard, shard.name, 'shard truncated', n=after,
+                 why=f"shard truncated: {after} pair(s) after key {keys[-1] if keys else '(none)'} lost" + (f" ({', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''})" if missing else ''))
+
+# %% ../nbs/01_data.ipynb #52e9f96d
+def _is_tar(p: Path) -> bool: return p.is_file() and p.name.lower().endswith(('.tar', '.tar.gz', '.tgz'))
+
+def import_sources(sources: Iterable[str | Path]) -> list[tuple[str, Path]]:
+    "`[(kind, path)]` of every source ('imagefolder' or 'webdataset'); a source that is neither raises, naming it."
+    out = []
+    for s in map(Path, sources):
+        if not s.exists(): raise CorpusError(f"cannot import {s}: no such file or folder")
+        if _is_tar(s): out.append(('webdataset', s))
+        elif s.is_dir() and ((s/'metadata.jsonl').exists() or (s/'metadata.csv').exists()): out.append(('imagefolder', s))
+        elif s.is_dir() and (tars := sorted(p for p in s.iterdir() if _is_tar(p))): out += [('webdataset', t) for t in tars]
+        else: raise CorpusError(f"cannot import {s}: neither an imagefolder (a folder with metadata.jsonl or metadata.csv), "
+                                "a webdataset shard (.tar, .tar.gz) nor a folder of shards")
+    if not out: raise CorpusError("no sources given to import")
+    dup = sorted({str(p) for _, p in out if sum(q.resolve() == p.resolve() for _, q in out) > 1})
+    if dup: raise CorpusError(f"source(s) given twice: {dup}")
+    return out
+
+def import_corpus(sources: Iterable[str | Path], out_dir: str | Path, cfg: ImportConfig | dict | None = None,
+                  split_cfg: SplitConfig | None = None, name: str | None = None) -> pd.DataFrame:
+    "Import imagefolders and webdataset shards into one corpus at `out_dir`; return its manifest (what was lost: `import_stats.json`)."
+    cfg = cfg if isinstance(cfg, ImportConfig) else config_from_dict(ImportConfig, cfg)
+    plan, out_dir, led, seen = import_sources(sources), Path(out_dir), _Ledger(cfg), set()
+    if (out_dir/MANIFEST).exists() and not cfg.overwrite:
+        raise FileExistsError(f"corpus exists: {out_dir} (pass overwrite=True, or --overwrite on the command line, to replace it)")
+    led.d['sources'] = [dict(kind=k, path=str(p)) for k, p in plan]
+    summary = {}
+    def samples():
+        for (kind, p), entry in zip(plan, led.d['sources']):
+            before, lost = led.d['n_imported'], led.d['n_lost']
+            for s in (_imagefolder_samples(p, led, seen) if kind == 'imagefolder' else _webdataset_samples(p, led, seen)):
+                led.d['n_imported'] += 1; yield s
+            entry.update(imported=led.d['n_imported'] - before, lost=led.d['n_lost'] - lost)
+        if not led.d['n_imported']:
+            raise CorpusError(f"nothing to import from {', '.join(str(p) for _, p in plan)}: every pair was lost "
+                              f"({led.d['reasons'] or 'no pairs found'}); nothing was written")
+        summary.update({k: led.d[k] for k in ('n_imported', 'n_images', 'n_lost', 'lost_exact', 'reasons', 'converted')})
+    man = write_corpus(samples(), out_dir, shard_size=cfg.shard_size, split_cfg=split_cfg, overwrite=cfg.overwrite, name=name,
+                       record=run_record(cfg, sources=led.d['sources'], import_summary=summary),   # filled in once the samples are read
+                       extra_json={'import_stats.json': led.d})
+    if led.d['n_lost'] or not led.d['lost_exact']:
+        get_logger('alchemist.data').warning(f"import into {out_dir}: {led.d['n_lost']}{'' if led.d['lost_exact'] else '+'} pair(s) lost: "
+                                             f"{led.d['reasons']} (listed in {out_dir/'import_stats.json'})")
+    return man
+
+def _cfg_and_corpus_kw(kw: dict, **given) -> tuple[ImportConfig, dict]:
+    names = {f.name for f in fields(ImportConfig)}
+    cfg = config_from_dict(ImportConfig, {**{k: v for k, v in kw.items() if k in names}, **{k: v for k, v in given.items() if v is not None}})
+    return cfg, {k: v for k, v in kw.items() if k not in names}
+
 def import_imagefolder(folder: str | Path, out_dir: str | Path, caption_column: str | None = None, source: str | None = None, **kw) -> pd.DataFrame:
-    "Import an imagefolder (images + metadata.jsonl/csv) as a corpus."
-    folder = Path(folder); md = _read_metadata(folder)
-    if 'file_name' not in md.columns: raise CorpusError(f"{folder}: metadata has no 'file_name' column (columns: {list(md.columns)})")
-    cap_col = caption_column or next((c for c in ('text', 'caption', 'prompt') if c in md.columns), None)
-    if cap_col is None or cap_col not in md.columns: raise CorpusError(f"{folder}: no caption column found (tried {caption_column or 'text, caption, prompt'}; columns: {list(md.columns)})")
-    stats = dict(skipped=0, reasons={})
-    def gen():
-        for r in md.itertuples(index=False):
-            r = r._asdict(); cap = r.get(cap_col)
-            if not isinstance(cap, str) or not cap.strip(): _skip(stats, 'missing caption'); continue
-            try: img = Image.open(folder/r['file_name']); img.load()
-            except Exception: _skip(stats, 'unreadable image'); continue
-            extra = {k: v for k, v in r.items() if k not in ('file_name', cap_col) and isinstance(v, (str, int, float, bool))}
-            yield {**extra, 'uid': _safe_uid(Path(r['file_name']).with_suffix('').as_posix()), 'image': img, 'caption': cap.strip(),
-                   'source': source or folder.name, 'file_name': r['file_name']}
-    return _import(gen(), out_dir, stats, total=len(md), **kw)
+    "Import one imagefolder (images + metadata.jsonl/csv) as a corpus (`import_corpus`; `kw`: `ImportConfig` fields, `split_cfg`, `name`)."
+    if not Path(folder).is_dir(): raise CorpusError(f"not a folder: {folder}")
+    cfg, rest = _cfg_and_corpus_kw(kw, caption_column=caption_column, source=source)
+    if not ((Path(folder)/'metadata.jsonl').exists() or (Path(folder)/'metadata.csv').exists()): _metadata_rows(Path(folder), _Ledger(cfg))   # raises, naming the folder
+    return import_corpus([folder], out_dir, cfg, **rest)
 
 def import_webdataset(shards: Iterable[str | Path], out_dir: str | Path, source: str = 'webdataset', **kw) -> pd.DataFrame:
-    "Import webdataset shards (img2dataset layout: image + .txt caption + optional .json) as a corpus."
+    "Import webdataset shards (img2dataset layout: image + .txt caption + optional .json) as a corpus (`import_corpus`)."
     shards = [Path(s) for s in shards]
     if not shards: raise CorpusError("no shards given")
-    stats = dict(skipped=0, reasons={})
-    def gen():
-        for sh in shards:
-            if not sh.exists(): raise CorpusError(f"shard not found: {sh}")
-            try:
-                for key, g in _iter_tar_groups(sh):
-                    ext = next((e for e in ('jpg', 'jpeg', 'png', 'webp') if e in g), None)
-                    cap = g.get('txt', b'').decode('utf-8', 'replace').strip()
-                    if ext is None: _skip(stats, 'no image'); continue
-                    if not cap: _skip(stats, 'missing caption'); continue
-                    try: img = Image.open(io.BytesIO(g[ext])); img.load()
-                    except Exception: _skip(stats, 'unreadable image'); continue
-                    meta = json.loads(g['json']) if 'json' in g else {}
-                    meta = {k: v for k, v in meta.items() if k not in ('uid', 'image', 'caption') and isinstance(v, (str, int, float, bool))}
-                    yield {**meta, 'uid': _safe_uid(f'{sh.stem}_{key}'), 'image': img, 'caption': cap, 'source': source}
-            except tarfile.TarError: _skip(stats, f'corrupt shard {sh.name}')
-    return _import(gen(), out_dir, stats, **kw)
+    for sh in shards:
+        if not sh.exists(): raise CorpusError(f"shard not found: {sh}")
+    cfg, rest = _cfg_and_corpus_kw(kw, source=source)
+    return import_corpus(shards, out_dir, cfg, **rest)
+
+def import_summary(stats: dict, out_dir: str | Path | None = None, show: int = 10) -> str:
+    "A few lines for the screen: what was imported, converted and lost (the first `show` losses by name)."
+    d = stats; lines = [f"imported {d['n_imported']} pair(s) of {d['n_images']} image(s) from {len(d['sources'])} source(s)" + (f" into {out_dir}" if out_dir else '')]
+    if d['n_lost'] or not d['lost_exact']:
+        lines.append(f"LOST {d['n_lost']}{'' if d['lost_exact'] else ' or more'} pair(s): " + ', '.join(f"{n} {r}" for r, n in d['reasons'].items()))
+        lines += [f"  {x['file']}{':' + str(x['line']) if x.get('line') else ''}: {x['reason']}" for x in d['lost'][:show]]
+        if len(d['lost']) > show: lines.append(f"  ... {len(d['lost']) - show} more")
+    for k, n in d['converted'].items(): lines.append(f"converted: {n} image(s): {k}")
+    if d['text_fallback']['n']: lines.append(f"text: {d['text_fallback']['n']} caption or metadata line(s) were not UTF-8 (decoded as cp1252/latin-1), e.g. {d['text_fallback']['files'][0]}")
+    if d['downscaled']['n']: lines.append(f"downscaled: {d['downscaled']['n']} image(s) with a side above max_side = {d['downscaled']['max_side']} px")
+    if d['metadata_dropped']: lines.append(f"metadata: {len(d['metadata_dropped'])} unreadable .json member(s) dropped (their pairs kept), e.g. {d['metadata_dropped'][0]['file']}")
+    if d['unlisted_images']: lines.append(f"not imported: {len(d['unlisted_images'])} image(s) in the folder have no metadata line, e.g. {d['unlisted_images'][0]}")
+    if out_dir: lines.append(f"every file name and reason: {Path(out_dir)/'import_stats.json'}")
+    return '\n'.join(lines)
+
+# %% ../nbs/01_data.ipynb #8e797441
+EXPORT_FORMATS = ('webdataset', 'imagefolder', 'uids')
+
+def _subset_uids(subset) -> tuple[list, dict]:
+    if isinstance(subset, Subset): return list(subset.uids), dict(subset.meta)
+    if isinstance(subset, (str, Path)): s = read_subset(subset); return list(s.uids), dict(s.meta, path=str(subset))
+    return [str(u) for u in subset], {}
+
+def _raw_pairs(corpus_dir: Path, rows: pd.DataFrame) -> Iterator[tuple[str, dict]]:
+    "(uid, {ext: stored bytes}) of the manifest `rows`, in manifest order, streamed from the shards."
+    want = set(rows.uid)
+    for shard in rows.shard.drop_duplicates():
+        for key, g in _iter_tar_groups(corpus_dir/shard):
+            if key in want: yield key, g
+
+def export_subset(corpus_dir: str | Path, subset, out_dir: str | Path, fmt: str = 'webdataset', shard_size: int = 1000,
+                  overwrite: bool = False) -> dict:
+    "Write the pairs of `subset` (a subset manifest, a `Subset` or uids) of a corpus to `out_dir` as `fmt`; return dict(out, n, format, files)."
+    if fmt not in EXPORT_FORMATS: raise ConfigError(f"unknown export format {fmt!r}; choose one of {EXPORT_FORMATS}")
+    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    uids, meta = _subset_uids(subset)
+    man = read_manifest(corpus_dir); rows = check_subset(man, uids)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty (pass overwrite=True, or --overwrite on the command line, to replace it)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix='.exporting', dir=out_dir.parent))
+    try:
+        info = rows.set_index('uid'); orig = info['file_name'] if 'file_name' in info else pd.Series('', index=info.index)
+        if fmt == 'uids':
+            u = np.array(sorted(rows.uid.astype(str)))
+            np.save(tmp/'uids.npy', u); (tmp/'uids.txt').write_text('\n'.join(u) + '\n')
+            pd.DataFrame(dict(uid=rows.uid.values, file_name=orig.loc[rows.uid].values, caption=rows.caption.values)).to_parquet(tmp/'subset.parquet', index=False)
+        elif fmt == 'imagefolder':
+            with open(tmp/'metadata.jsonl', 'w') as md:
+                for uid, g in progress(_raw_pairs(corpus_dir, rows), desc=f'exporting {out_dir.name}', total=len(rows)):
+                    (tmp/f'{uid}.png').write_bytes(g['png'])
+                    md.write(json.dumps(dict(file_name=f'{uid}.png', text=info.at[uid, 'caption'], uid=uid, original_file_name=orig.at[uid])) + '\n')
+        else:
+            tf, n_in, shard_i = None, 0, -1
+            def close():
+                if tf: tf.close(); write_json(tmp/f'shard-{shard_i:06d}_stats.json', dict(count=n_in, successes=n_in, failed_to_download=0))
+            for i, (uid, g) in enumerate(progress(_raw_pairs(corpus_dir, rows), desc=f'exporting {out_dir.name}', total=len(rows))):
+                if i % shard_size == 0:
+                    close(); shard_i += 1; n_in = 0; tf = tarfile.open(tmp/f'shard-{shard_i:06d}.tar', 'w')
+                m = json.loads(g.get('json', b'{}'))
+                m.update(key=uid, uid=uid, caption=info.at[uid, 'caption'], file_name=orig.at[uid], status='success')
+                for ext, data in (('png', g['png']), ('txt', g['txt']), ('json', json.dumps(m, sort_keys=True, default=str).encode())):
+                    _tar_add(tf, f'{uid}.{ext}', data)
+                n_in += 1
+            close()
+        n = len(rows)
+        write_json(tmp/'export.json', dict(format=fmt, n=n, corpus=str(corpus_dir), corpus_fingerprint=manifest_fingerprint(corpus_dir),
+                                           subset=meta, record=run_record()))
+        files = sorted(p.name for p in tmp.iterdir())
+        if out_dir.exists() and not any(out_dir.iterdir()): out_dir.rmdir()
+        _swap_into(tmp, out_dir)
+        return dict(out=out_dir, n=n, format=fmt, files=files)
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+
+# %% ../nbs/01_data.ipynb #3533f2f1
+def work_view(corpus_dir: str | Path, work_dir: str | Path) -> Path:
+    "A view of `corpus_dir` under `work_dir` (manifest and corpus.json copied, shards linked) where derived files go; reused while the corpus is unchanged."
+    corpus_dir = Path(corpus_dir).resolve(); fp = manifest_fingerprint(corpus_dir)
+    view = Path(work_dir)/f'{corpus_dir.name}-{fp[:8]}'
+    if (view/'view.json').exists() and read_json(view/'view.json').get('fingerprint') == fp: return view
+    view.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{view.name}.', suffix='.building', dir=view.parent))
+    try:
+        for f in (MANIFEST, CORPUS_JSON, 'import_stats.json'):
+            if (corpus_dir/f).exists(): shutil.copyfile(corpus_dir/f, tmp/f)
+        for top in sorted({Path(s).parts[0] for s in read_manifest(corpus_dir).shard}): os.symlink(corpus_dir/top, tmp/top)
+        write_json(tmp/'view.json', dict(corpus=str(corpus_dir), fingerprint=fp))
+        _swap_into(tmp, view)
+        return view
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+
+def source_corpus(corpus_dir: str | Path) -> Path:
+    "The corpus a `work_view` shows (the folder itself when it is not a view)."
+    v = Path(corpus_dir)/'view.json'
+    return Path(read_json(v)['corpus']) if v.exists() else Path(corpus_dir)
 
 # %% ../nbs/01_data.ipynb #9b6ba3dc
 def save_image_grid(images, path: str | Path, captions: list | None = None, ncol: int = 8, cell: float = 1.2,

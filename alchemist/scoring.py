@@ -18,8 +18,8 @@ import torch
 from scipy.stats import spearmanr
 
 # %% ../nbs/08_scoring.ipynb #548e7eca
-from .core import ConfigError, Timer, config_from_dict, config_to_dict, get_device, get_logger, progress, run_record
-from .data import corpus_info, image_cache, images_to_tensor, read_manifest, read_scores, write_scores
+from .core import ConfigError, Timer, check_types, config_from_dict, config_to_dict, get_device, get_logger, progress, run_record
+from .data import SPLITS, corpus_info, image_cache, images_to_tensor, manifest_fingerprint, read_manifest, read_scores, write_scores
 from .encoders import caption_embeddings
 from .rater import Rater, load_rater
 
@@ -38,7 +38,9 @@ class ScoringConfig:
     overwrite: bool = True             # rescoring replaces an existing table
 
     def __post_init__(self):
+        check_types(self)   # wrong types first (from Python too): the checks below compare numbers
         if self.batch_size < 2: raise ConfigError(f"ScoringConfig.batch_size must be >= 2 (batch statistics need two samples), got {self.batch_size}")
+        if self.split is not None and self.split not in SPLITS: raise ConfigError(f"ScoringConfig.split must be one of {SPLITS} or None (every row), got {self.split!r}")
 
 # %% ../nbs/08_scoring.ipynb #e6f0f183
 def rater_run_id(path: str | Path, rater: Rater | None = None) -> str:
@@ -69,15 +71,17 @@ def _batches(images, pooled, rows: np.ndarray, batch_size: int, device: torch.de
         yield b, r, x, t
 
 # %% ../nbs/08_scoring.ipynb #54aa362e
-RATER_SCORE_COLUMNS = ('uid', 'score', 'instance', 'group', 'batch', 'run_id')   # the columns of a table score_corpus writes
+RATER_SCORE_COLUMNS = ('uid', 'score', 'rank', 'instance', 'group', 'batch', 'run_id')   # the columns of a table score_corpus writes
+# (and `file_name`, the original file name, when the corpus was imported: its manifest has that column)
 
 def _default_out(cfg: ScoringConfig, run_id: str) -> Path:
     tag = run_id + ('-indep' if cfg.batch_independent else '') + (f'-o{cfg.order_seed}' if cfg.order_seed is not None else '')
     return Path(cfg.corpus_dir)/'scores'/f'{tag}.parquet'
 
 def score_corpus(cfg: ScoringConfig, text=None) -> Path:
-    """Score the corpus of `cfg` with its rater; write the parquet table (uid, score, instance, group, batch, run_id)
-    atomically; return its path. `text`: caption embeddings (a `TextBatch` in manifest order) if the caller has them,
+    """Score the corpus of `cfg` with its rater; write the parquet table (uid, score, rank, instance, group, batch, run_id,
+    and file_name for an imported corpus) atomically; return its path. Its run record names the corpus folder and its
+    fingerprint. `text`: caption embeddings (a `TextBatch` in manifest order) if the caller has them,
     else the corpus's cached MiniLM embeddings."""
     if not cfg.rater: raise ConfigError("ScoringConfig.rater: give the path of a rater checkpoint")
     if not cfg.corpus_dir: raise ConfigError("ScoringConfig.corpus_dir: give the corpus folder to score")
@@ -125,8 +129,9 @@ def score_corpus(cfg: ScoringConfig, text=None) -> Path:
         bad = np.flatnonzero(~np.isfinite(score))
         raise FloatingPointError(f"rater {cfg.rater} gave {len(bad)} non-finite scores on {corpus} (e.g. uid {man['uid'].iloc[rows[bad[0]]]})")
     rec = run_record(cfg, corpus=name, n=n, seconds=round(tm.wall, 3), samples_per_s=round(n / max(tm.wall, 1e-9), 1),
-                     cpu_ratio=round(tm.cpu_ratio, 2), run_id=run_id, table=str(out))
-    write_scores(out, man['uid'].iloc[rows].astype(str).to_numpy(), score, rec, instance=inst, group=group, batch=batch, run_id=run_id)
+                     cpu_ratio=round(tm.cpu_ratio, 2), run_id=run_id, table=str(out), corpus_dir=str(corpus.resolve()), corpus_fingerprint=manifest_fingerprint(corpus))
+    names = dict(file_name=man['file_name'].iloc[rows].astype(str).to_numpy()) if 'file_name' in man.columns else {}
+    write_scores(out, man['uid'].iloc[rows].astype(str).to_numpy(), score, rec, instance=inst, group=group, batch=batch, run_id=run_id, **names)
     log.info(f"scored {n} pairs of {name} in {tm.wall:.1f}s ({n / max(tm.wall, 1e-9):,.0f}/s) -> {out}")
     return out
 

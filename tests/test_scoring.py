@@ -71,7 +71,7 @@ def test_errors(setup, tmp_path):
     other = save_rater(rater, tmp_path/'o.pt', corpus=dict(name='elsewhere', resolution=16))
     with pytest.raises(ValueError, match='elsewhere'): SC.score_corpus(_cfg(cfg, rater=str(other)))
     with pytest.raises(FileNotFoundError, match='no rater checkpoint'): SC.score_corpus(_cfg(cfg, rater=str(tmp_path/'x.pt')))
-    with pytest.raises(ValueError, match="no rows in split 'nope'"): SC.score_corpus(_cfg(cfg, split='nope'))
+    with pytest.raises(ValueError, match="ScoringConfig.split must be one of .* got 'nope'"): SC.score_corpus(_cfg(cfg, split='nope'))   # before any work
     with pytest.raises(ValueError, match='batch_size'): _cfg(cfg, batch_size=1)
     with pytest.raises(ValueError, match='not a corpus'): SC.score_corpus(_cfg(cfg, corpus_dir=str(tmp_path)))
     out = SC.score_corpus(_cfg(cfg, out=str(tmp_path/'s.parquet')))
