@@ -5,7 +5,7 @@ Usage:
     .venv/bin/python scripts/rater_evidence.py --profile smoke|quick|paper
         [--corpora synthetic web-planted] [--corpus_n N] [--modes init penalty ...] [--inputs pixels+pooled ...]
         [--seeds 0 1 2] [--heldout clean] [--set key=value ...] [--device cpu]
-        [--results FILE] [--report FILE] [--figures DIR] [--runs DIR]
+        [--results FILE] [--report FILE] [--figures DIR] [--runs DIR] [--out DIR] [--no_signals] [--plan]
 
 For each corpus (`alchemist.experiments.build_corpus(ExperimentConfig(corpus=..., corpus_n=..., resolution=...))`), mode
 variant (`VARIANTS`), rater input (`<image>+<text>`, `alchemist.rater.rater_inputs`) and seed: meta-train a rater
@@ -56,16 +56,63 @@ PROFILES = {
                             warm_steps=20, warm_batch=32, warm_probe=24, population=2, reset_every=2, timesteps='stratified', strata=2,
                             probe_n=64, lr=1e-3, rater_lr=1e-3),
                   rater=dict(width=16, depth=2, effnet_size=64)),
-    'quick': dict(corpora=['synthetic', 'web-planted'], corpus_n=2000, resolution=16, seeds=[0, 1, 2], modes=list(VARIANTS),
-                  inputs=['pixels+pooled', 'pixels+tokens', 'randconv+pooled', 'effnet+pooled'],
-                  meta=dict(learning=True, meta_steps=500, log_every=50, warm_steps=600, reset_every=250, batch=32, probe_n=512,
-                            lr=1e-4, rater_lr=1e-3),
+    # quick: about an hour of CPU (`--plan`): one corpus, one seed, the three modes and the two clean image inputs, a smaller
+    # population and budget than LEARNING. A first look, not evidence.
+    'quick': dict(corpora=['synthetic'], corpus_n=2000, resolution=16, seeds=[0], modes=['init', 'penalty-centered', 'unrolled', 'alignment'],
+                  inputs=['pixels+pooled', 'randconv+pooled'],
+                  meta=dict(learning=True, meta_steps=300, log_every=30, warm_steps=600, population=2, reset_every=150, strata=2, batch=32,
+                            probe_n=512, lr=1e-4, rater_lr=1e-3),
                   rater=dict(effnet_size=96)),
     'paper': dict(corpora=['synthetic', 'web-planted'], corpus_n=6000, resolution=16, seeds=[0, 1, 2], modes=list(VARIANTS),
                   inputs=list(ALL_INPUTS),
                   meta=dict(learning=True, batch=64, lr=1e-4, rater_lr=1e-3),
                   rater=dict(effnet_size=224)),
 }
+
+# The cost model of `--plan` (estimates, not measurements of the runs): cpu-seconds of one population member's meta-step with
+# the UNet 's' proxy at 16 px, batch 64, 4 stratified timesteps, one torch thread, measured on this 2-core box on 2026-12-02
+# (median of 2 `MetaState.step` calls, `time.process_time`, beside the regime sweep). Scaled linearly in batch x timesteps
+# x pixels (the fixed overheads make that an underestimate for 1-2 timesteps); other proxy sizes are not measured.
+STEP_COST = dict(penalty=2.47, alignment=3.36, unrolled=5.34)   # + 4.23 per extra inner step (K = 2: 9.57)
+UNROLLED_EXTRA_K, PLAIN_STEP, SIGNAL_ROW = 4.23, 0.30, 0.14     # a warm-up step (batch 64, 1 timestep); proxy_signals per row (8 timesteps)
+
+
+def run_cost(cfg) -> float:
+    "Estimated cpu-seconds of `meta_train(cfg)` at its full `meta_steps` budget (no early stop), from the cost model above."
+    base = STEP_COST[cfg.mode] + (UNROLLED_EXTRA_K * (cfg.inner_steps - 1) if cfg.mode == 'unrolled' else 0)
+    S = cfg.strata if cfg.timesteps == 'stratified' else 1
+    steps = cfg.meta_steps or cfg.epochs * 10   # an epochs budget: ~10 steps a pass (the clean reference of a 6k corpus at batch 32)
+    return base * cfg.batch / 64 * S / 4 * (cfg.resolution / 16) ** 2 * cfg.population * steps
+
+
+def plan(prof: dict, a, runs: Path) -> str:
+    "The runs a profile makes, which are done, and their estimated CPU time (`--plan`: nothing is trained)."
+    rows, warm = [], 0.0
+    for c in prof['corpora']:
+        label = Path(c).name
+        for seed in prof['seeds']:
+            trained = [v for v in prof['modes'] if VARIANTS[v]]
+            if trained:
+                cfg = meta_config(prof, trained[0], prof['inputs'][0], seed, Path(c), a, runs)
+                if cfg.warm_steps:
+                    warm += cfg.warm_steps * PLAIN_STEP * cfg.warm_batch / 64 * (cfg.resolution / 16) ** 2
+                    if not a.no_signals: warm += SIGNAL_ROW * 0.8 * prof['corpus_n'] * (cfg.resolution / 16) ** 2
+            for inputs in prof['inputs']:
+                for v in prof['modes']:
+                    out = runs/label/f'{v}-{inputs}-s{seed}'
+                    cfg = meta_config(prof, v, inputs, seed, Path(c), a, out)
+                    done = (out/'done.json').exists()
+                    rows.append(dict(corpus=label, mode=v, inputs=inputs, seed=seed, done=done,
+                                     cpu_h=0.0 if (done or not VARIANTS[v]) else run_cost(cfg) / 3600))
+    df = pd.DataFrame(rows)
+    by = df.groupby(['mode', 'inputs']).agg(runs=('seed', 'size'), done=('done', 'sum'), cpu_h=('cpu_h', 'sum')).round(1)
+    total = df.cpu_h.sum() + warm / 3600
+    proxy = '' if (cfg.proxy_size == 's' and not cfg.proxy_kwargs) else f' (proxy {cfg.proxy_size} {cfg.proxy_kwargs}: scaled from the UNet s costs, unmeasured)'
+    return '\n'.join([f"plan of profile {a.profile}: {len(df)} runs over corpora {prof['corpora']}, seeds {prof['seeds']}{proxy}", '',
+                      by.to_markdown(), '',
+                      f"warm-ups and proxy signals: {warm / 3600:.1f} cpu-h; total still to run: {total:.1f} cpu-h at full budgets "
+                      f"(the rank-stability stop can end runs early), about {total / 1.6:.1f} h of wall time on 2 cores at cpu/wall 1.6 "
+                      "(one process, torch using both cores; the script runs the grid in sequence)."])
 
 
 def parse_set(items: list) -> dict:
@@ -111,7 +158,7 @@ def signal_rows(prof, seed, corpus, label, base, a, runs) -> tuple:
     alignment, conditioning gain, low loss), i.e. what the meta-gradient could teach the rater. The warm proxy is the fully
     warmed member of the runs' population (the same cache key: it trains once). None when the profile has no warm proxy."""
     from alchemist.bilevel import proxy_signals, warm_proxy
-    from alchemist.core import Timer, config_to_dict
+    from alchemist.core import Timer, atomic_path, config_to_dict
     from alchemist.train import load_trained
     trained = [v for v in prof['modes'] if VARIANTS[v]]
     if not trained: return [], None
@@ -120,11 +167,18 @@ def signal_rows(prof, seed, corpus, label, base, a, runs) -> tuple:
     load = tuple(round(x, 2) for x in os.getloadavg())
     with Timer() as tm:
         w = warm_proxy(cfg, base)
-        sig = proxy_signals(load_trained(w['dir'], device=a.device), base['train'], base['heldout'], n_timesteps=SIGNAL_TIMESTEPS, seed=seed)
+        cache = Path(cfg.out_dir)/f"signals-{w['key']}-t{SIGNAL_TIMESTEPS}.npz"   # one per warm proxy: a re-run only reads it
+        hit = cache.exists()
+        if hit: sig = dict(np.load(cache))
+        else:
+            sig = proxy_signals(load_trained(w['dir'], device=a.device), base['train'], base['heldout'], n_timesteps=SIGNAL_TIMESTEPS, seed=seed)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cache) as tmp:
+                with open(tmp, 'wb') as f: np.savez(f, **sig)
     got = []
     for name, v in sig.items(): got += defect_rows(v, base['train'].defect, corpus=label, mode=f'signal:{name}', inputs='warm-proxy', seed=seed)
     r = dict(corpus=label, mode='signal', inputs='warm-proxy', seed=seed, config=config_to_dict(cfg), date=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-             load=load, wall_s=round(tm.wall, 1), cpu_ratio=round(tm.cpu_ratio, 2), reused=w['cached'], meta_steps_done=0, stopped_at=None,
+             load=load, wall_s=round(tm.wall, 1), cpu_ratio=round(tm.cpu_ratio, 2), reused=w['cached'] and hit, meta_steps_done=0, stopped_at=None,
              last_rank_spearman=None, history=[], warm=w['report'], rater=None)
     return got, r
 
@@ -162,7 +216,7 @@ def write_figures(df: pd.DataFrame, records: list, profile: str, figs: Path) -> 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for r in records:
         h = [x for x in r.get('history', []) if x.get('rank_spearman') is not None]
-        if h: ax.plot([x['step_end'] for x in h], [x['rank_spearman'] for x in h], lw=0.8, alpha=0.8, label=f"{r['corpus']} {r['mode']} {r['inputs']} s{r['seed']}")
+        if h: ax.plot([x['step_end'] for x in h], [x['rank_spearman'] for x in h], lw=0.8, alpha=0.8, marker='.', label=f"{r['corpus']} {r['mode']} {r['inputs']} s{r['seed']}")
     ax.set(xlabel='meta-steps', ylabel='Spearman with the previous scoring', title='rank stability of the probe set', ylim=(-0.05, 1.05))
     if len(ax.lines) <= 12: ax.legend(fontsize=5)
     path = figs/f'rater_stability_{profile}.png'
@@ -219,6 +273,7 @@ def main(argv=None):
     ap.add_argument('--heldout', default='clean', help="MetaConfig.heldout: the reference ('clean', 'as_is' or a subset manifest)")
     ap.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='MetaConfig overrides for every run (rater.<field> for the rater)')
     ap.add_argument('--device', default='cpu')
+    ap.add_argument('--plan', action='store_true', help='list the runs of the profile, which are done, and their estimated CPU time; train nothing')
     ap.add_argument('--no_signals', action='store_true', help="skip the warm proxy's own per-sample signals (rows mode='signal:<name>')")
     ap.add_argument('--results', help='CSV (default reports/results/rater_auroc_<profile>.csv)')
     ap.add_argument('--report', help='markdown report (default reports/rater_evidence.md)')
@@ -242,6 +297,7 @@ def main(argv=None):
     results = Path(a.results) if a.results else root/'results'/f'rater_auroc_{a.profile}.csv'
     report = Path(a.report) if a.report else root/'rater_evidence.md'
     figs = Path(a.figures) if a.figures else root/'figures'
+    if a.plan: print(plan(prof, a, runs)); return
     rec = run_record(vars(a), profile=prof, load=tuple(round(x, 2) for x in os.getloadavg()))
     print(f"# rater_evidence {rec['date']}  {rec['command']}  git {rec['git']}  load {rec['load']}", flush=True)
 
