@@ -317,3 +317,14 @@ def test_proxy_signals_are_what_they_claim(toy):
         assert abs(sig['alignment'][i] - float(cos)) < 1e-4
         with torch.no_grad():
             assert abs(sig['gain'][i] - float(loss(toy['train'], [i], True) - loss(toy['train'], [i]))) < 1e-5
+
+
+def test_warm_proxy_rebuilds_on_a_changed_setting_or_a_lost_record(toy, tmp_path):
+    wc = config_from_dict(MetaConfig, dict(UNET8, warm_steps=4, warm_batch=16, warm_lr=3e-3, warm_probe=8, warm_dir=str(tmp_path)))
+    w = warm_proxy(wc, toy)
+    w2 = warm_proxy(dataclasses.replace(wc, warm_lr=1e-3), toy)
+    assert not w2['cached'] and w2['dir'] != w['dir'] and len(list(tmp_path.iterdir())) == 2
+    (w['dir']/'warm.json').unlink()                        # a warm-up killed before its record: trained again, same weights
+    w3 = warm_proxy(wc, toy)
+    assert not w3['cached'] and w3['dir'] == w['dir'] and all(torch.equal(w3['stages'][0][k], v) for k, v in w['stages'][0].items())
+    assert warm_proxy(wc, toy)['cached']
