@@ -29,8 +29,13 @@ from alchemist.experiments import RATER_SAMPLERS
 # one-thread training images/s at 32 px, UNet s measured (T3 paper runs: 32-35 img/s); others scaled by bench ratios
 TRAIN_RATE_32 = {('unet', 's'): 33.0, ('unet', 'm'): 33.0 * 35.1 / 62.3, ('unet', 'l'): 33.0 * 12.2 / 62.3,
                  ('pixart', 's'): 33.0 * 128.1 / 62.3, ('pixart', 'm'): 33.0 * 48.8 / 62.3, ('pixart', 'l'): 33.0 * 19.3 / 62.3}
+# at 16 px the small UNet trains faster than the 32 px rate / 4 (fixed per-step costs): the regime runs measured
+# 166-168 img/s a job (2 jobs on 2 cores, cpu/wall 0.94; reports/archive/regime-2400-pilot/)
+TRAIN_RATE_MEASURED = {('unet', 's', 16): 167.0}
 SAMPLE_S_PER_IMG_32 = 55.0 / 128   # UNet s, 20 DDIM steps with guidance, one thread (T3 paper: 41-70 s for 128)
-EVAL_FIXED_S = 15.0                # features + judges per evaluation
+SAMPLE_S_PER_IMG_MEASURED = {('unet', 's', 16): 36.0 / 512}   # regime pilot: 35.8-36.2 s for 512 samples
+EVAL_FIXED_S = 10.0                # features + judges per evaluation: a fixed part ...
+EVAL_S_PER_SAMPLE = 0.047          # ... and a part per sample (regime pilot: 34 s besides sampling at 512 samples)
 RUN_OVERHEAD_S = 30.0              # kernel start, imports, corpus and caption loading
 RATER_PENALTY_S_PER_EPOCH = 90.0   # T3 paper: 150-200 s for 2 meta-epochs, Fig5 paper: 220-240 s for 3
 MODE_FACTOR = {'penalty': 1.0, 'unrolled': 4.51 / 2.06, 'alignment': 3.9 / 2.06}
@@ -53,11 +58,15 @@ def run_cost(c: dict, own: bool, name: str) -> tuple[float, tuple | None]:
     if own:   # Fig3 / Fig5: meta-training, scoring and probes; Fig3 also trains a proxy with traces
         extra = c['corpus_n'] * TRAIN_SHARE * c.get('epochs', 1.0) / TRAIN_RATE_32[('unet', 's')] * scale(res) * 1.5 if name == 'Fig3' else 10.0
         return RUN_OVERHEAD_S + extra, rk
-    imgs = c['corpus_n'] * TRAIN_SHARE * (1.0 if c['method'] == 'full' else c['retention']) * c['epochs']
-    train = imgs / TRAIN_RATE_32[(fam, size)] * scale(res)
-    samp = c['eval_samples'] * SAMPLE_S_PER_IMG_32 * scale(res) * TRAIN_RATE_32[('unet', 's')] / TRAIN_RATE_32[(fam, size)]
+    if c.get('budget', 'epochs') == 'steps': imgs = c['steps'] * c.get('batch_size', 64)
+    else: imgs = c['corpus_n'] * TRAIN_SHARE * (1.0 if c['method'] == 'full' else c['retention']) * c['epochs']
+    rate = TRAIN_RATE_MEASURED.get((fam, size, res)) or TRAIN_RATE_32[(fam, size)] / scale(res)
+    per_sample = SAMPLE_S_PER_IMG_MEASURED.get((fam, size, res)) or \
+        SAMPLE_S_PER_IMG_32 * scale(res) * TRAIN_RATE_32[('unet', 's')] / TRAIN_RATE_32[(fam, size)]
+    n_evals = 1 + len(c.get('eval_at') or [])    # the final evaluation and one per learning-curve point
+    evals = n_evals * (c['eval_samples'] * (per_sample + EVAL_S_PER_SAMPLE) + EVAL_FIXED_S)
     needs = c['method'] in RATER_SAMPLERS or c['method'] == 'alchemist'
-    return RUN_OVERHEAD_S + train + samp + EVAL_FIXED_S, (rk if needs else None)
+    return RUN_OVERHEAD_S + imgs / rate + evals, (rk if needs else None)
 
 
 def rater_cost(rk) -> float:
