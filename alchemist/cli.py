@@ -4,18 +4,19 @@
 
 # %% ../nbs/14_cli.ipynb #8ba4e5e5
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, shutil, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEMO_PROFILES', 'demo_corpus', 'demo', 'main']
+__all__ = ['DEMO_PROFILES', 'RATER_KEYS', 'SCORE_KEYS', 'WORKFLOW', 'demo_corpus', 'demo', 'main']
 
 # %% ../nbs/14_cli.ipynb #9a476ac6
 import pandas as pd
 import yaml
-from . import data, synthetic
+from . import data, select, synthetic
 from .reproduce import TABLES, reproduce
-from .core import PROFILES, ConfigError, check_profile, config_from_dict, get_profile, runs_dir
+from .core import (PROFILES, ConfigError, WriteError, atomic_path, check_profile, config_from_dict, config_help, get_profile,
+                            read_json, runs_dir, to_json, what_to_do)
 
 # %% ../nbs/14_cli.ipynb #2077a36c
 DEMO_PROFILES = tuple(p for p, prof in PROFILES.items() if prof.demo)   # the profiles that have a demo size (alchemist.core.PROFILES)
@@ -65,14 +66,134 @@ def _kv(pairs: list) -> dict:
         except json.JSONDecodeError: d[k] = v
     return d
 
-def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='alchemist', description='Choose the data that trains text-to-image models.')
-    sub = p.add_subparsers(dest='cmd', required=True)
-    d = sub.add_parser('demo', help='smallest end-to-end job on the synthetic corpus')
-    d.add_argument('--profile', default='smoke', choices=list(DEMO_PROFILES)); d.add_argument('--out', default=None)
-    d.add_argument('--corpus-only', action='store_true', help='build the corpus, grid and table only')
-    da = sub.add_parser('data', help='build, import and inspect corpora')
+def _only(d: dict, keys: tuple, cmd: str) -> dict:
+    "`d` if every key applies to `cmd`, else a `ConfigError` listing the keys that do."
+    bad = [k for k in d if k not in keys]
+    if bad: raise ConfigError(f"key(s) {bad} do not apply to `alchemist {cmd}`; its keys: {', '.join(keys)} (see alchemist {cmd} --help)")
+    return d
+
+def _config_file(path: str | None) -> dict:
+    "The fields in a YAML or JSON config file (a malformed file is a `ConfigError` naming it and the line)."
+    if not path: return {}
+    p = Path(path)
+    if not p.is_file(): raise FileNotFoundError(f"no config file {p}")
+    try: d = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e: raise ConfigError(f"{p} is not valid YAML: {str(e).splitlines()[0]} ({getattr(e, 'problem_mark', '') or ''})".replace(' ()', '')) from e
+    if d is None: return {}
+    if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping of ExperimentConfig fields (key: value lines), got a {type(d).__name__}")
+    return d
+
+RATER_KEYS = ('resolution', 'meta_mode', 'heldout', 'group_mlp', 'meta_epochs', 'proxy_size', 'meta_batch', 'seed', 'device')   # ExperimentConfig fields of the rater
+SCORE_KEYS = RATER_KEYS + ('profile',)   # ... and of the baselines (profile: the CLIP-like tower's training steps)
+
+def _experiment(corpus: str, keys: dict, cmd: str, allowed: tuple, work_dir: str | None, method: str = 'alchemist'):
+    "The `ExperimentConfig` of a stage command (checked in full before any work) and the folder it reads and writes."
+    from alchemist import experiments as ex   # deferred: the pipeline loads diffusers and transformers; `--help` answers without it
+    cfg = config_from_dict(ex.ExperimentConfig, {**_only(keys, allowed, cmd), 'corpus': str(corpus), 'method': method, 'work_dir': work_dir or ''})
+    ex.check_experiment(cfg)
+    return ex, cfg, ex.work_corpus(cfg)
+
+def _copy_table(path: Path, out: str | None) -> Path:
+    "The score table at `path`, copied (with its record) to `out` when one is asked for."
+    if not out: return path
+    out = Path(out)
+    for src, dst in ((path, out), (path.with_suffix('.json'), out.with_suffix('.json'))):
+        if src.exists():
+            with atomic_path(dst) as tmp: shutil.copyfile(src, tmp)
+    return out
+
+# %% ../nbs/14_cli.ipynb #2954edd0
+def _score(a) -> None:
+    if a.selector != 'alchemist' and a.rater: raise ConfigError(f"--rater is the alchemist selector's; {a.selector!r} is a baseline")
+    ex, cfg, work = _experiment(a.corpus, _kv(a.keys), 'score', SCORE_KEYS, a.work_dir, method=a.selector)
+    if a.rater:
+        from alchemist.scoring import ScoringConfig, score_corpus   # deferred with the pipeline
+        path = score_corpus(ScoringConfig(rater=str(a.rater), corpus_dir=str(work), split='train', device=cfg.device))
+    else: _, _, path = ex.score_pool(cfg, work)
+    copy = _copy_table(Path(path), a.out)
+    df = data.read_scores(copy)
+    print(f"scores: {copy}" + (f" (a copy of {path})" if copy != Path(path) else '') +
+          f"\n  {len(df)} pairs of the train split of {work}; columns {', '.join(df.columns)} (rank 1 = the highest score)")
+
+def _rater(a) -> None:
+    ex, cfg, work = _experiment(a.corpus, _kv(a.keys), 'rater train', RATER_KEYS, a.work_dir)
+    ckpt, info = ex.train_rater(cfg, work)
+    print(f"rater: {ckpt}\n  meta-trained in {info['rater_seconds']:.0f} s (meta batch {info['meta_batch']}); score with: alchemist score {a.corpus} --rater {ckpt}")
+
+def _select(a) -> None:
+    params = _kv(a.keys); valid = select.sampler_params(a.sampler)
+    bad = [k for k in params if k not in valid]
+    if bad: raise ConfigError(f"unknown parameter(s) {bad} for sampler '{a.sampler}'; its parameters: {valid or 'none'}")
+    select.check_retention(a.retention)
+    scores = Path(a.scores)
+    if not scores.is_file(): raise FileNotFoundError(f"no score table at {scores} (make one with `alchemist score CORPUS --selector ...`)")
+    out = Path(a.out) if a.out else scores.with_name(f'{scores.stem}-{a.sampler}-r{a.retention:g}-s{a.seed}.subset.json')
+    select.write_selection(out, a.sampler, scores, a.retention, a.seed, **params)
+    rec = read_json(scores.with_suffix('.json')) if scores.with_suffix('.json').exists() else {}
+    s = data.read_subset(out)
+    if rec.get('corpus_dir'):   # where the uids come from, so `alchemist export` finds the corpus and can tell if it changed
+        meta = {k: v for k, v in s.meta.items() if k != 'n'}
+        data.write_subset(out, s.uids, **meta, corpus_dir=rec['corpus_dir'], corpus_fingerprint=rec.get('corpus_fingerprint'))
+    print(f"subset: {out}\n  {len(s.uids)} of {s.meta['pool']} pairs ({a.sampler}, retention {a.retention:g}, seed {a.seed})")
+
+def _export(a) -> None:
+    s = data.read_subset(a.subset)
+    corpus = a.corpus or s.meta.get('corpus_dir')
+    if not corpus: raise ConfigError(f"{a.subset} does not say which corpus its uids come from: pass --corpus FOLDER")
+    fp = s.meta.get('corpus_fingerprint')
+    if fp and not a.corpus and fp != data.manifest_fingerprint(corpus):
+        raise data.CorpusError(f"{corpus} changed since {a.subset} was selected (manifest fingerprint {fp} -> {data.manifest_fingerprint(corpus)}): "
+                               "score and select again")
+    res = data.export_subset(corpus, s, a.out, a.format, shard_size=a.shard_size, overwrite=a.overwrite)
+    print(f"exported: {res['out']}\n  {res['n']} pairs as {res['format']}: {', '.join(res['files'][:6])}{' ...' if len(res['files']) > 6 else ''}")
+
+def _import(a) -> None:
+    cfg = config_from_dict(data.ImportConfig, {k: v for k, v in dict(caption_column=a.caption_column, source=a.source, max_side=a.max_side,
+                                                                      max_pixels=a.max_pixels, shard_size=a.shard_size).items() if v is not None}
+                           | dict(strict=a.strict, overwrite=a.overwrite))
+    data.import_corpus(a.source_paths, a.out, cfg)
+    print(data.import_summary(read_json(Path(a.out)/'import_stats.json'), a.out))
+
+# %% ../nbs/14_cli.ipynb #ed14ef18
+WORKFLOW = """the workflow, in order (bring your own data):
+  1. alchemist data import my_images --out my_corpus        imagefolder(s) and/or webdataset shards -> a corpus
+  2. alchemist score my_corpus --selector alchemist           meta-train (or reuse) the rater, score the pool -> a parquet
+  3. alchemist select SCORES --retention 0.5 --sampler shift_gsample   -> a subset manifest
+  4. alchemist export SUBSET --format imagefolder --out my_subset      -> an imagefolder, webdataset shards or a uid list
+  5. train your model on my_subset elsewhere (diffusers, webdataset / img2dataset loaders, DataComp tools)
+  alchemist rater train CORPUS: the rater alone;  alchemist run: a whole experiment (select, train and evaluate here)
+
+exit status: 0 done; 2 bad input or config (the message names the key or file); 3 the file system refused (read-only, full, permission)"""
+
+def _keys_help(only: tuple | None) -> str:
+    from alchemist.experiments import ExperimentConfig   # deferred: built only when this help is shown
+    return config_help(ExperimentConfig, only=only)
+
+def _build_parser(key_help: bool = False) -> argparse.ArgumentParser:
+    "The `alchemist` parser; `key_help` lists the ExperimentConfig keys in the help of score, rater train and run (imports the pipeline)."
+    keys = (lambda only: _keys_help(only)) if key_help else (lambda only: '  (alchemist <command> --help lists them)')
+    raw = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog='alchemist', description='Choose the data that trains text-to-image models.', epilog=WORKFLOW, formatter_class=raw)
+    sub = p.add_subparsers(dest='cmd', required=True, metavar='{data,rater,score,select,export,run,demo,reproduce}')
+
+    da = sub.add_parser('data', help='1. import your data (imagefolder, webdataset shards); build and inspect corpora')
     dsub = da.add_subparsers(dest='data_cmd', required=True)
+    f = dsub.add_parser('import', help='import imagefolders (metadata.jsonl/csv) and webdataset shards into one corpus', formatter_class=raw,
+                        description='Import every SOURCE (an imagefolder with metadata.jsonl or metadata.csv, a .tar shard, a folder of shards) '
+                                    'into one corpus at --out. Nothing is lost silently: every pair that cannot be imported is listed with its '
+                                    'file, line and reason.',
+                        epilog='keys (ImportConfig):\n' + config_help(data.ImportConfig) +
+                               '\n\nwrites: OUT/ (shards/, manifest.parquet with uid and original file_name, corpus.json) and OUT/import_stats.json')
+    f.add_argument('source_paths', nargs='+', metavar='SOURCE', help='imagefolder(s), .tar shard(s), folder(s) of shards')
+    f.add_argument('--out', required=True, help='corpus folder to write')
+    f.add_argument('--caption-column', default=None, help="caption column of the metadata (default: text, caption or prompt)")
+    f.add_argument('--source', default=None, help="`source` of every pair (default: the folder name, or 'webdataset')")
+    f.add_argument('--max-side', type=int, default=None, help='downscale images whose longer side is above this (default 2048 px)')
+    f.add_argument('--max-pixels', type=int, default=None, help='refuse images with more pixels (default 400,000,000)')
+    f.add_argument('--shard-size', type=int, default=None, help='pairs per shard (default 2000)')
+    f.add_argument('--strict', action='store_true', help='abort on the first pair that would be lost (nothing is written)')
+    f.add_argument('--overwrite', action='store_true', help='replace an existing corpus at --out')
+    i = dsub.add_parser('info', help='counts and fingerprint of a corpus'); i.add_argument('corpus')
     b = dsub.add_parser('build', help='build a corpus: synthetic or web')
     b.add_argument('kind', choices=['synthetic', 'web'])
     b.add_argument('--n', type=int, default=None, help='synthetic: number of samples')
@@ -85,12 +206,61 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument('--exclude-noncommercial', action='store_true', help='web: drop art not cleared for commercial use')
     b.add_argument('--workers', type=int, default=None, help='web: processes rendering SVGs')
     b.add_argument('--name', default=None, help='web: corpus name (first part of its folder name)')
-    i = dsub.add_parser('info', help='counts of a corpus'); i.add_argument('corpus')
-    f = dsub.add_parser('import', help='import an imagefolder (metadata.jsonl/csv) or webdataset shards')
-    f.add_argument('source', nargs='+', help='a folder, or .tar shards'); f.add_argument('--out', required=True)
-    r = sub.add_parser('run', help='one experiment: run(ExperimentConfig)')
+
+    ra = sub.add_parser('rater', help='the rater alone: alchemist rater train CORPUS')
+    rsub = ra.add_subparsers(dest='rater_cmd', required=True)
+    rt = rsub.add_parser('train', help='meta-train the rater on a corpus (reused while corpus, keys and code are unchanged)', formatter_class=raw,
+                         description='Meta-train the data rater against a small proxy T2I model on the corpus\'s held-out split (its reference).',
+                         epilog='keys (ExperimentConfig fields):\n' + keys(RATER_KEYS) + '\n\nwrites: CORPUS/raters/<setting>/b<batch>/rater.pt '
+                                '(or under --work-dir), with history.json and run.json')
+    rt.add_argument('corpus'); rt.add_argument('keys', nargs='*', metavar='KEY=VALUE')
+    rt.add_argument('--work-dir', default=None, help='write the rater here instead of inside the corpus folder (read-only corpora)')
+
+    sc = sub.add_parser('score', help='2. score every pair of the pool with the rater or a baseline', formatter_class=raw,
+                        description="Score the corpus's train split (the selection pool). --selector alchemist meta-trains the rater "
+                                    "(or reuses it, or takes --rater CKPT); any other selector is a baseline "
+                                    "(clarity, frequency, edge_density, clip_score, aesthetic, semdedup, curator, fastgda).",
+                        epilog='keys (ExperimentConfig fields):\n' + keys(SCORE_KEYS) + '\n\nwrites: a parquet (uid, score, rank, file_name, ...) and its '
+                               'run record (.json): CORPUS/raters/.../scores-train.parquet or CORPUS/scores/<selector>.parquet (or under --work-dir), '
+                               'copied to --out if given')
+    sc.add_argument('corpus'); sc.add_argument('keys', nargs='*', metavar='KEY=VALUE')
+    sc.add_argument('--selector', required=True, help="'alchemist' (the rater) or a baseline name")
+    sc.add_argument('--rater', default=None, help='score with this rater checkpoint instead of meta-training one')
+    sc.add_argument('--out', default=None, help='also write the table here')
+    sc.add_argument('--work-dir', default=None, help='write raters, scores and caches here instead of inside the corpus folder')
+
+    se = sub.add_parser('select', help='3. draw a subset from a score table', formatter_class=raw,
+                        description='Draw a subset from a score table with one of the samplers of alchemist.select.',
+                        epilog='sampler parameters (KEY=VALUE):\n' + '\n'.join(f"  {m}: {', '.join(f'{k}={v!r}' for k, v in select.sampler_params(m).items()) or '-'}"
+                                                                               for m in select.SAMPLERS) +
+                               '\n\nwrites: a subset manifest (JSON: uids, sampler, parameters, corpus and its fingerprint), '
+                               'default SCORES-<sampler>-r<retention>-s<seed>.subset.json')
+    se.add_argument('scores'); se.add_argument('keys', nargs='*', metavar='KEY=VALUE')
+    se.add_argument('--retention', type=float, required=True, help='fraction of the pool kept, in (0, 1]')
+    se.add_argument('--sampler', default='shift_gsample', choices=list(select.SAMPLERS), help='default: shift_gsample (Alchemist)')
+    se.add_argument('--seed', type=int, default=0); se.add_argument('--out', default=None, help='subset manifest to write')
+
+    ex = sub.add_parser('export', help='4. write a subset as webdataset shards, an imagefolder or a uid list', formatter_class=raw,
+                        description='Write the pairs of a subset manifest in a format other trainers read.',
+                        epilog='formats:\n  webdataset   shard-000000.tar ... ({uid}.png, {uid}.txt, {uid}.json) with img2dataset _stats.json\n'
+                               '  imagefolder  <uid>.png + metadata.jsonl (file_name, text, uid, original_file_name): diffusers --train_data_dir\n'
+                               '  uids         uids.npy (sorted) + uids.txt + subset.parquet (uid, file_name, caption): a DataComp-style list\n'
+                               '\nwrites: OUT/ with the files above and export.json')
+    ex.add_argument('subset'); ex.add_argument('--format', required=True, choices=list(data.EXPORT_FORMATS))
+    ex.add_argument('--out', required=True); ex.add_argument('--corpus', default=None, help="default: the corpus named in the subset manifest")
+    ex.add_argument('--shard-size', type=int, default=1000, help='webdataset: pairs per shard'); ex.add_argument('--overwrite', action='store_true')
+
+    r = sub.add_parser('run', help='a whole experiment: run(ExperimentConfig): select, train and evaluate here', formatter_class=raw,
+                       description='One experiment end to end; a finished run with the same config, corpus content and code version is read back.',
+                       epilog='keys (ExperimentConfig fields):\n' + keys(None) + '\n\nwrites: a run folder (runs/experiments/<method>-<hash>, or out_dir): '
+                              'subset.json, train/, eval/, metrics.json; prints the metrics and where the subset and scores are')
     r.add_argument('--config', default=None, help='YAML or JSON file of ExperimentConfig fields')
+    r.add_argument('--work-dir', default=None, help='keep raters, scores, caches and the run folder out of the corpus folder')
     r.add_argument('overrides', nargs='*', metavar='KEY=VALUE')
+
+    d = sub.add_parser('demo', help='smallest end-to-end job on the synthetic corpus')
+    d.add_argument('--profile', default='smoke', choices=list(DEMO_PROFILES)); d.add_argument('--out', default=None)
+    d.add_argument('--corpus-only', action='store_true', help='build the corpus, grid and table only')
     rp = sub.add_parser('reproduce', help='regenerate the paper tables and figures with papermill',
                         description='Run every parameter set of a table (or all) for a profile with papermill, collect reports/results/*.csv, rebuild reports/.')
     rp.add_argument('--table', default='all', help=f"one of {', '.join(TABLES)} or 'all'")
@@ -105,7 +275,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument('--runs-dir', default=None); rp.add_argument('--results-dir', default=None)
     return p
 
-# %% ../nbs/14_cli.ipynb #2954edd0
+# %% ../nbs/14_cli.ipynb #4235a923
 def _data(a) -> None:
     if a.data_cmd == 'build':
         over = _kv(a.set)
@@ -124,20 +294,17 @@ def _data(a) -> None:
             print(f"{out}: {info.get('n_written', '?')} samples, {info.get('times', {}).get('total_s', 0):.0f} s, {info.get('corpus_bytes', 0)/1e6:.1f} MB")
     elif a.data_cmd == 'info':
         man = data.read_manifest(a.corpus)
-        print(f"{a.corpus}: {len(man)} samples")
+        print(f"{a.corpus}: {len(man)} samples, manifest fingerprint {data.manifest_fingerprint(a.corpus)}")
         print(man.groupby(['split', 'defect']).size().unstack(fill_value=0).to_string())
-    elif a.data_cmd == 'import':
-        src = [Path(s) for s in a.source]
-        man = data.import_webdataset(src, a.out) if all(s.suffix == '.tar' for s in src) else data.import_imagefolder(src[0], a.out)
-        print(f"{a.out}: {len(man)} samples")
+    elif a.data_cmd == 'import': _import(a)
 
 def _run(a) -> None:
-    from alchemist.experiments import ExperimentConfig, run   # deferred: `alchemist --help` answers without loading the pipeline
-    d = {}
-    if a.config:
-        d = yaml.safe_load(Path(a.config).read_text()) or {}
-    cfg = config_from_dict(ExperimentConfig, {**d, **_kv(a.overrides)})
-    print(json.dumps(run(cfg), indent=2, default=str))
+    from alchemist.experiments import ExperimentConfig, run, run_outputs   # deferred: `alchemist --help` answers without loading the pipeline
+    over = _kv(a.overrides)
+    if a.work_dir: over['work_dir'] = a.work_dir
+    cfg = config_from_dict(ExperimentConfig, {**_config_file(a.config), **over})
+    print(to_json(run(cfg)))
+    for k, v in run_outputs(cfg).items(): print(f"{k + ':':<12} {v}")
 
 def _reproduce(a) -> int:
     "`alchemist reproduce`: the sweep, then the reports; exit status 0 only when every run of the sweep has its results."
@@ -153,14 +320,33 @@ def _reproduce(a) -> int:
         except Exception as e: print(f"warning: reports not rebuilt: {type(e).__name__}: {e}", file=sys.stderr)
     return 0 if res.ok or (a.dry_run and not res.failed) else 1
 
+def _os_error(e: OSError) -> str:
+    "One line for an `OSError` of the file system: the path, what went wrong, what to do."
+    if isinstance(e, WriteError): return str(e)
+    why, todo = what_to_do(e)
+    return f"{e.filename + ': ' if e.filename else ''}{why}. What to do: {todo}."
+
 def main(argv: list | None = None) -> int:
     "Entry point of the `alchemist` console script."
-    a = _build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    key_help = bool({'-h', '--help'} & set(argv)) and bool({'run', 'score', 'rater'} & set(argv))
+    parser = _build_parser(key_help)
+    a, extra = parser.parse_known_args(argv)
+    # key=value pairs after an option (`score C --selector alchemist seed=1`) are left over by argparse: they are keys too
+    field = next((f for f in ('keys', 'overrides') if hasattr(a, f)), None)
+    if extra and (field is None or any(x.startswith('-') or '=' not in x for x in extra)): parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra: setattr(a, field, getattr(a, field) + extra)
     try:
         if a.cmd == 'demo': demo(a.profile, a.out, pipeline=not a.corpus_only)
         elif a.cmd == 'data': _data(a)
+        elif a.cmd == 'rater': _rater(a)
+        elif a.cmd == 'score': _score(a)
+        elif a.cmd == 'select': _select(a)
+        elif a.cmd == 'export': _export(a)
         elif a.cmd == 'run': _run(a)
         elif a.cmd == 'reproduce': return _reproduce(a)
     except (ConfigError, FileNotFoundError, FileExistsError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
+    except OSError as e:   # read-only, full or foreign folders: the path and what to do, not a traceback
+        print(f"error: {_os_error(e)}", file=sys.stderr); return 3
     return 0

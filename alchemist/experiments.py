@@ -4,35 +4,41 @@
 
 # %% ../nbs/13_experiments.ipynb #0d154504
 from __future__ import annotations
-import contextlib, hashlib, json
+import contextlib, hashlib, json, shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RATER_SAMPLERS', 'CALIBRATION', 'ExperimentConfig', 'config_hash', 'experiment_dir', 'build_corpus', 'plant_config',
-           'rater_dir', 'rater_scores', 'baseline_scores', 'choose_subset', 'calibration_subset', 'subset_stats',
-           'reference_corpus', 'eval_config_for', 'warm_caches', 'corpus_lock', 'train_and_evaluate', 'run']
+__all__ = ['RATER_SAMPLERS', 'CALIBRATION', 'BUILT_IN_CORPORA', 'METHODS', 'NON_RESULT_FIELDS', 'ExperimentConfig',
+           'check_experiment', 'config_hash', 'experiment_dir', 'build_corpus', 'work_corpus', 'plant_config',
+           'rater_dir', 'train_rater', 'rater_scores', 'baseline_scores', 'score_pool', 'rater_sampler',
+           'choose_subset', 'calibration_subset', 'subset_stats', 'reference_corpus', 'eval_config_for', 'warm_caches',
+           'corpus_lock', 'train_config', 'train_and_evaluate', 'stages_hash', 'run_outputs', 'run']
 
 # %% ../nbs/13_experiments.ipynb #02db5e25
 import numpy as np
 import pandas as pd
-from .core import (ConfigError, Timer, check_profile, config_from_dict, config_to_dict, data_dir, get_logger,
-                            get_profile, read_json, run_record, runs_dir, seed_everything, stable_hash, write_json)
+from .core import (ConfigError, Timer, cache_key, check_device, check_profile, check_types, config_from_dict, config_to_dict,
+                            data_dir, get_logger, get_profile, read_json, run_record, runs_dir, seed_everything, stale_reason, stable_hash,
+                            write_json)
 from .baselines import BASELINES, BaselineConfig, score_baseline
 from .bilevel import MODES, MetaConfig, meta_train, reference_uids
-from .data import read_manifest, read_scores, write_subset
+from .data import manifest_fingerprint, name_scores, read_manifest, read_scores, read_subset, scores_path, work_view, write_subset
 from .encoders import caption_embeddings
 from .evaluate import eval_config, evaluate_model, judge_tower, real_features
-from .scoring import ScoringConfig, score_corpus
+from .scoring import ScoringConfig, rater_run_id, score_corpus
 from .plant import PlantConfig, plant_corpus
 from .select import budget_for, select
 from .sources import WebConfig, build_web
 from .synthetic import DEFECTS as SYN_DEFECTS, SyntheticConfig, build_synthetic
+from .t2i import PIXART_SIZES, UNET_SIZES
 from .train import TrainConfig, load_trained, train
 
 # %% ../nbs/13_experiments.ipynb #27ad5dac
 RATER_SAMPLERS = ('top_k', 'bottom_k', 'block', 'gsample', 'shift_gsample')
 CALIBRATION = ('oracle', 'defects_only')   # ground-truth bounds (corpora with defect labels)
+BUILT_IN_CORPORA = ('synthetic', 'web', 'web-planted')
+METHODS = ('full', 'random', *CALIBRATION, 'alchemist', *RATER_SAMPLERS, *BASELINES)
 
 @dataclass
 class ExperimentConfig:
@@ -64,6 +70,7 @@ class ExperimentConfig:
     steps: int = 0                 # optimiser steps when budget='steps'
     eval_at: tuple = ()            # earlier steps also evaluated (from EMA snapshots of the same run): a learning curve in `records`
     batch_size: int = 64           # downstream batch size
+    ckpt_every: int = 200          # downstream checkpoint every N steps (and at the end); a stopped run resumes from the last
     # evaluation
     eval_samples: int = 0          # generated images per evaluation; 0 = the profile's default (alchemist.core.PROFILES)
     eval_steps: int = 0            # sampler steps; 0 = the profile's default
@@ -74,25 +81,65 @@ class ExperimentConfig:
     seed: int = 0                  # run seed: rater init, sampling, downstream init, data order
     profile: str = 'smoke'         # 'smoke', 'quick' or 'paper' (recorded with every result)
     device: str = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:1', ...
-    out_dir: str = ''              # run folder; '' = runs/experiments/<config hash>
+    out_dir: str = ''              # run folder; '' = runs/experiments/<config hash> (or <work_dir>/experiments/...)
+    work_dir: str = ''             # folder for raters, scores and caches of a read-only corpus ('' = inside the corpus folder)
 
     def __post_init__(self):
-        check_profile(self.profile)
-        if not 0 < self.retention <= 1: raise ConfigError(f"ExperimentConfig.retention must be in (0, 1], got {self.retention}")
-        if self.budget not in ('epochs', 'steps'): raise ConfigError(f"ExperimentConfig.budget must be 'epochs' or 'steps', got {self.budget!r}")
-        if self.meta_mode not in MODES: raise ConfigError(f"ExperimentConfig.meta_mode must be one of {MODES}, got {self.meta_mode!r}")
-        if not 0 <= self.plant_rate < 1: raise ConfigError(f"ExperimentConfig.plant_rate must be in [0, 1), got {self.plant_rate}")
-        if self.budget == 'steps' and self.steps < 1: raise ConfigError("ExperimentConfig.budget='steps' needs steps >= 1")
-        if any(int(k) < 1 for k in self.eval_at): raise ConfigError(f"ExperimentConfig.eval_at must be steps >= 1, got {self.eval_at}")
+        check_types(self)   # wrong types first: the checks below compare numbers
+        check_profile(self.profile); check_device(self.device, 'ExperimentConfig.device')
+        E = 'ExperimentConfig'
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}: choose full, random, {', '.join(CALIBRATION)}, alchemist, {', '.join(RATER_SAMPLERS)} or a baseline {BASELINES}")
+        if not 0 < self.retention <= 1: raise ConfigError(f"{E}.retention must be in (0, 1], got {self.retention}")
+        if self.budget not in ('epochs', 'steps'): raise ConfigError(f"{E}.budget must be 'epochs' or 'steps', got {self.budget!r}")
+        if self.meta_mode not in MODES: raise ConfigError(f"{E}.meta_mode must be one of {MODES}, got {self.meta_mode!r}")
+        if not 0 <= self.plant_rate < 1: raise ConfigError(f"{E}.plant_rate must be in [0, 1), got {self.plant_rate}")
+        if self.budget == 'steps' and self.steps < 1: raise ConfigError(f"{E}.budget='steps' needs steps >= 1")
+        if self.budget == 'epochs' and not self.epochs > 0: raise ConfigError(f"{E}.epochs must be > 0 with budget='epochs', got {self.epochs}")
+        if any(int(k) < 1 for k in self.eval_at): raise ConfigError(f"{E}.eval_at must be steps >= 1, got {self.eval_at}")
+        if self.family not in ('unet', 'pixart'): raise ConfigError(f"{E}.family must be 'unet' or 'pixart', got {self.family!r}")
+        sizes = UNET_SIZES if self.family == 'unet' else PIXART_SIZES
+        if self.size not in sizes: raise ConfigError(f"{E}.size must be one of {list(sizes)} for family {self.family!r}, got {self.size!r}")
+        if self.proxy_size not in UNET_SIZES: raise ConfigError(f"{E}.proxy_size must be one of {list(UNET_SIZES)}, got {self.proxy_size!r}")
+        if self.resolution < 8 or self.resolution % 8: raise ConfigError(f"{E}.resolution must be a multiple of 8 px (16, 32, 64), got {self.resolution}")
+        for k, lo in dict(corpus_n=0, meta_epochs=1, meta_batch=2, batch_size=1, ckpt_every=1, steps=0, eval_samples=0, eval_steps=0, judge_n=0).items():
+            if getattr(self, k) < lo: raise ConfigError(f"{E}.{k} must be >= {lo}, got {getattr(self, k)}")
+        if not (self.shift_n == -1 or 0 <= self.shift_n < 100): raise ConfigError(f"{E}.shift_n must be -1 (paper default) or a percent in [0, 100), got {self.shift_n}")
+        if not 0 <= self.mu <= 100: raise ConfigError(f"{E}.mu must be a percentile rank in [0, 100], got {self.mu}")
+        if not self.sigma > 0: raise ConfigError(f"{E}.sigma must be > 0 percentile points, got {self.sigma}")
+        if not 0 <= self.block_start < 100: raise ConfigError(f"{E}.block_start must be a percentile in [0, 100), got {self.block_start}")
+        if self.guidance < 0: raise ConfigError(f"{E}.guidance must be >= 0, got {self.guidance}")
 
-# %% ../nbs/13_experiments.ipynb #87906c1e
-def config_hash(cfg: ExperimentConfig, exclude=('out_dir', 'device')) -> str:
+def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+    "What can be checked before any work beyond the config itself: the device exists here, the corpus folder and a reference manifest exist."
+    check_device(cfg.device, 'ExperimentConfig.device', available=True)
+    if cfg.corpus not in BUILT_IN_CORPORA and not (Path(cfg.corpus)/'manifest.parquet').exists():
+        raise ConfigError(f"ExperimentConfig.corpus={cfg.corpus!r} is neither 'synthetic', 'web', 'web-planted' nor a corpus folder "
+                          "(import your data with `alchemist data import SOURCE --out FOLDER`)")
+    if cfg.heldout not in ('as_is', 'clean') and not Path(cfg.heldout).is_file():
+        raise ConfigError(f"ExperimentConfig.heldout must be 'as_is', 'clean' or a subset manifest; no file {cfg.heldout}")
+    if cfg.judge_n > 0 and cfg.corpus not in BUILT_IN_CORPORA:
+        raise ConfigError(f"ExperimentConfig.judge_n: no reference corpus is known for corpus {cfg.corpus!r}; set judge_n=0")
+    # the configs of the last stages, built now (and thrown away): their own checks fire before meta-training and scoring
+    try:
+        train_config(cfg, Path(cfg.corpus), experiment_dir(cfg))
+        eval_config(cfg.profile, guidance=cfg.guidance, device=cfg.device, **{k: v for k, v in dict(n_samples=cfg.eval_samples, steps=cfg.eval_steps).items() if v > 0})
+    except ConfigError: raise
+    except ValueError as e: raise ConfigError(f"ExperimentConfig: {e}") from e
+    return cfg
+
+# %% ../nbs/13_experiments.ipynb #27b63f60
+NON_RESULT_FIELDS = ('out_dir', 'device', 'work_dir', 'ckpt_every')   # where and how often a run writes: not what it computes
+
+def config_hash(cfg: ExperimentConfig, exclude=NON_RESULT_FIELDS) -> str:
     "A short stable id of everything that changes the result."
     d = {k: v for k, v in config_to_dict(cfg).items() if k not in exclude}
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 def experiment_dir(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.out_dir) if cfg.out_dir else runs_dir()/'experiments'/f'{cfg.method}-{config_hash(cfg)}'
+    "The run folder: `out_dir`, else `<work_dir or runs/>experiments/<method>-<config hash>`."
+    if cfg.out_dir: return Path(cfg.out_dir)
+    return (Path(cfg.work_dir) if cfg.work_dir else runs_dir())/'experiments'/f'{cfg.method}-{config_hash(cfg)}'
 
 # %% ../nbs/13_experiments.ipynb #4704bbd6
 def build_corpus(cfg: ExperimentConfig) -> Path:
@@ -111,6 +158,11 @@ def build_corpus(cfg: ExperimentConfig) -> Path:
     if not (p/'manifest.parquet').exists(): raise ConfigError(f"ExperimentConfig.corpus={cfg.corpus!r} is neither 'synthetic', 'web', 'web-planted' nor a corpus folder")
     return p
 
+def work_corpus(cfg: ExperimentConfig) -> Path:
+    "The folder the experiment reads and writes: the corpus itself, or its view under `work_dir` (`alchemist.data.work_view`)."
+    corpus_dir = build_corpus(cfg)
+    return work_view(corpus_dir, cfg.work_dir) if cfg.work_dir else corpus_dir
+
 def plant_config(cfg: ExperimentConfig) -> PlantConfig:
     "The planting of `web-planted`: `plant_rate` split half to caption swaps, half evenly over the four image degradations."
     r = cfg.plant_rate
@@ -121,59 +173,127 @@ def rater_dir(cfg: ExperimentConfig, corpus_dir: Path) -> Path:
     ref = '' if cfg.heldout == 'as_is' else '-ref' + ('clean' if cfg.heldout == 'clean' else f"{stable_hash(str(Path(cfg.heldout).resolve())) % 16**8:08x}")
     return Path(corpus_dir)/'raters'/f'{cfg.meta_mode}-g{int(cfg.group_mlp)}-e{cfg.meta_epochs}-{cfg.proxy_size}-{cfg.resolution}px{ref}-s{cfg.seed}'
 
-def rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict]:
-    "Meta-train the rater (or reuse it) and score the train split with it."
+def _fresh(what: Path, stored: dict | None, key: dict) -> bool:
+    "True when the `stored` cache key of `what` is `key`; otherwise log why it is rebuilt."
+    why = stale_reason(stored, key)
+    if why: get_logger('alchemist.experiments').info(f"rebuilding {what}: {why}")
+    return why is None
+
+_WHERE_FIELDS = ('corpus', 'out_dir', 'device', 'resume', 'warm_dir')   # where and how a meta-training runs, not what it learns
+
+def _meta_hash(mcfg: MetaConfig, ref) -> str:
+    "A short hash of everything in `mcfg` that changes the rater (every field, defaults included: a changed default retrains), and of the reference uids."
+    d = {k: v for k, v in config_to_dict(mcfg).items() if k not in _WHERE_FIELDS}
+    if ref is not None: d['reference_uids'] = sorted(map(str, ref))   # heldout=<subset manifest>: its content, not its path
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+def _rater_plan(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[Path, MetaConfig, list | None, int]:
+    "(rater folder, the `MetaConfig` that trains it, the reference uids or None, the held-out count) of `cfg` on the corpus."
     man = read_manifest(corpus_dir); ref = reference_uids(man, cfg.heldout)
     n_held = int((man.split == 'heldout').sum()) if ref is None else len(ref)
+    if n_held < 2:
+        raise ConfigError(f"{corpus_dir}: the rater's reference (the held-out split) has {n_held} pair(s), it needs at least 2: "
+                          "import more pairs (about 10% of the image groups are held out) or give heldout=<subset manifest>")
     batch = cfg.meta_batch
     while batch > 2 and batch > n_held: batch //= 2
-    if batch != cfg.meta_batch: get_logger('alchemist.experiments').warning(f"held-out split has {n_held} pairs: meta batch {cfg.meta_batch} -> {batch}")
-    out = rater_dir(cfg, corpus_dir)/f'b{batch}'; info = dict(meta_batch=batch)
-    if not (out/'done.json').exists():
-        with Timer() as t:
-            res = meta_train(MetaConfig(mode=cfg.meta_mode, corpus=str(corpus_dir), resolution=cfg.resolution, proxy_size=cfg.proxy_size,
-                                        rater=dict(resolution=cfg.resolution, group_mlp=cfg.group_mlp), epochs=cfg.meta_epochs,
-                                        batch=batch, seed=cfg.seed, device=cfg.device, heldout=cfg.heldout, out_dir=str(out)))
-        ckpt = Path(res['rater_checkpoint'])
-        write_json(out/'done.json', dict(rater_checkpoint=str(ckpt), seconds=t.wall, cpu_ratio=t.cpu_ratio))
-    done = read_json(out/'done.json'); info['rater_seconds'] = done['seconds']; ckpt = Path(done['rater_checkpoint'])
-    with Timer() as t:
-        path = score_corpus(ScoringConfig(rater=str(ckpt), corpus_dir=str(corpus_dir), split='train', device=cfg.device,
-                                          out=str(out/'scores-train.parquet')))
-    info['score_seconds'] = t.wall
-    return read_scores(path), info
+    out = rater_dir(cfg, corpus_dir)/f'b{batch}'
+    mcfg = MetaConfig(mode=cfg.meta_mode, corpus=str(corpus_dir), resolution=cfg.resolution, proxy_size=cfg.proxy_size,
+                      rater=dict(resolution=cfg.resolution, group_mlp=cfg.group_mlp), epochs=cfg.meta_epochs,
+                      batch=batch, seed=cfg.seed, device=cfg.device, heldout=cfg.heldout, out_dir=str(out))
+    return out, mcfg, ref, n_held
 
+def train_rater(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[Path, dict]:
+    """Meta-train the rater of `cfg` on the corpus, or reuse the one in `rater_dir` while the corpus content (its manifest
+    fingerprint), the whole `MetaConfig` (defaults included) and the code version are unchanged; return (checkpoint, info)."""
+    log = get_logger('alchemist.experiments')
+    out, mcfg, ref, n_held = _rater_plan(cfg, corpus_dir); batch = mcfg.batch; info = dict(meta_batch=batch)
+    if batch != cfg.meta_batch: log.warning(f"held-out split has {n_held} pairs: meta batch {cfg.meta_batch} -> {batch}")
+    key = cache_key(corpus=manifest_fingerprint(corpus_dir), config=f'{out.parent.name}/{out.name}|{_meta_hash(mcfg, ref)}')
+    done = read_json(out/'done.json') if (out/'done.json').exists() else None
+    if done is not None and 'cache_key' not in done:
+        # made before cache keys were recorded: it lives inside the corpus folder, which a re-import replaces whole
+        done['cache_key'] = key; write_json(out/'done.json', done); log.info(f"rater {out}: no cache key recorded yet; reused, key recorded")
+    if done is None or not _fresh(out, done['cache_key'], key):
+        started = read_json(out/'cache_key.json') if (out/'cache_key.json').exists() else key
+        if done is not None or stale_reason(started, key): shutil.rmtree(out)   # never resume a rater of other data or code
+        write_json(out/'cache_key.json', key)
+        with Timer() as t:
+            res = meta_train(mcfg)
+        write_json(out/'done.json', dict(rater_checkpoint=str(Path(res['rater_checkpoint'])), seconds=t.wall, cpu_ratio=t.cpu_ratio, cache_key=key))
+        done = read_json(out/'done.json')
+    info['rater_seconds'] = done['seconds']
+    ckpt = Path(done['rater_checkpoint'])
+    return (ckpt if ckpt.exists() else out/ckpt.name), info   # a moved corpus folder: the checkpoint beside done.json
+
+def _rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict, Path]:
+    ckpt, info = train_rater(cfg, corpus_dir)
+    path = ckpt.parent/'scores-train.parquet'
+    key = cache_key(corpus=manifest_fingerprint(corpus_dir), config=f"{rater_run_id(ckpt)}|split=train")
+    rec = read_json(path.with_suffix('.json')) if path.with_suffix('.json').exists() else {}
+    if path.exists() and _fresh(path, rec.get('cache_key'), key):
+        info['score_seconds'] = rec.get('seconds')
+        return read_scores(path), info, path
+    with Timer() as t:
+        path = score_corpus(ScoringConfig(rater=str(ckpt), corpus_dir=str(corpus_dir), split='train', device=cfg.device, out=str(path)))
+    write_json(path.with_suffix('.json'), {**read_json(path.with_suffix('.json')), 'cache_key': key})
+    info['score_seconds'] = t.wall
+    return read_scores(path), info, path
+
+def rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict]:
+    "Meta-train the rater (or reuse it) and score the train split with it (or reuse the score table while rater and corpus are unchanged)."
+    df, info, _ = _rater_scores(cfg, corpus_dir)
+    return df, info
+
+def _baseline_config(cfg: ExperimentConfig) -> BaselineConfig:
+    return BaselineConfig(resolution=cfg.resolution, split='train', seed=cfg.seed, device=cfg.device,
+                          clip_steps=get_profile(cfg.profile).baseline_clip_steps, clip_clean_only=cfg.heldout == 'clean')
+
+def _baseline_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict, Path]:
+    bcfg, path = _baseline_config(cfg), scores_path(corpus_dir, cfg.method)
+    conf = {k: v for k, v in config_to_dict(bcfg).items() if k != 'device'}
+    key = cache_key(corpus=manifest_fingerprint(corpus_dir), config=hashlib.sha1(json.dumps([cfg.method, conf], sort_keys=True).encode()).hexdigest()[:10])
+    rec = read_json(path.with_suffix('.json')) if path.with_suffix('.json').exists() else {}
+    if path.exists() and _fresh(path, rec.get('cache_key'), key): return read_scores(path), dict(score_seconds=rec.get('wall_s')), path
+    with Timer() as t: score_baseline(cfg.method, corpus_dir, bcfg)
+    df = name_scores(path, corpus_dir)   # an imported corpus: the original file names beside the uids, as the rater's tables have them
+    write_json(path.with_suffix('.json'), {**read_json(path.with_suffix('.json')), 'cache_key': key, 'corpus_dir': str(Path(corpus_dir).resolve()),
+                                           'corpus_fingerprint': key['corpus']})
+    return df, dict(score_seconds=t.wall), path
 
 def baseline_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict]:
-    "Scores of a baseline on the train split (higher = keep)."
-    bcfg = BaselineConfig(resolution=cfg.resolution, split='train', seed=cfg.seed, device=cfg.device,
-                          clip_steps=get_profile(cfg.profile).baseline_clip_steps, clip_clean_only=cfg.heldout == 'clean')
-    with Timer() as t: df = score_baseline(cfg.method, corpus_dir, bcfg)
-    return df, dict(score_seconds=t.wall)
+    "Scores of a baseline on the train split (higher = keep); the table is reused while the corpus and the baseline's config are unchanged."
+    df, info, _ = _baseline_scores(cfg, corpus_dir)
+    return df, info
+
+def score_pool(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame, dict, Path]:
+    "The train split scored by `cfg.method`'s scorer (the rater for 'alchemist' and the rater samplers, else the baseline): (table, info, its path)."
+    if cfg.method in ('alchemist',) + RATER_SAMPLERS: return _rater_scores(cfg, corpus_dir)
+    if cfg.method in BASELINES: return _baseline_scores(cfg, corpus_dir)
+    raise ConfigError(f"method {cfg.method!r} scores nothing; a scorer is 'alchemist' (the rater) or a baseline {BASELINES}")
 
 # %% ../nbs/13_experiments.ipynb #a08788be
+def rater_sampler(cfg: ExperimentConfig) -> tuple[str, dict]:
+    "(sampler, its parameters) that draws the subset from the rater's scores: Shift-Gsample for 'alchemist', else the method's own."
+    sampler = 'shift_gsample' if cfg.method == 'alchemist' else cfg.method
+    return sampler, dict(shift_gsample=dict(n=None if cfg.shift_n < 0 else cfg.shift_n, mu=cfg.mu, sigma=cfg.sigma),
+                         gsample=dict(mu=cfg.mu, sigma=cfg.sigma), block=dict(start=cfg.block_start)).get(sampler, {})
+
 def choose_subset(cfg: ExperimentConfig, corpus_dir: Path, out: Path) -> tuple[list, dict]:
-    "Score the pool as `cfg.method` says, draw the subset, write `out/subset.json`; return the uids and timing info."
+    "Score the pool as `cfg.method` says, draw the subset, write `out/subset.json` (its meta names the score table); return the uids and timing info."
     man = read_manifest(corpus_dir); pool = man[man.split == 'train']
     if len(pool) == 0: raise ConfigError(f"{corpus_dir} has an empty train split")
-    info = dict(n_pool=len(pool))
+    info, where = dict(n_pool=len(pool)), {}
     if cfg.method == 'full': uids = list(pool.uid)
     elif cfg.method == 'random':
         uids = select('random', pd.DataFrame(dict(uid=pool.uid, score=0.0)), cfg.retention, cfg.seed)
     elif cfg.method in CALIBRATION:
         uids, more = calibration_subset(pool, cfg.method, cfg.retention, cfg.seed); info.update(more)
-    elif cfg.method in ('alchemist',) + RATER_SAMPLERS:
-        scores, more = rater_scores(cfg, corpus_dir); info.update(more)
-        sampler = 'shift_gsample' if cfg.method == 'alchemist' else cfg.method
-        params = dict(shift_gsample=dict(n=None if cfg.shift_n < 0 else cfg.shift_n, mu=cfg.mu, sigma=cfg.sigma),
-                      gsample=dict(mu=cfg.mu, sigma=cfg.sigma), block=dict(start=cfg.block_start)).get(sampler, {})
-        uids = select(sampler, scores[['uid', 'score']], cfg.retention, cfg.seed, **params)
-    elif cfg.method in BASELINES:
-        scores, more = baseline_scores(cfg, corpus_dir); info.update(more)
-        uids = select('top_k', scores[['uid', 'score']], cfg.retention, cfg.seed)
     else:
-        raise ConfigError(f"unknown method {cfg.method!r}: choose full, random, {', '.join(CALIBRATION)}, alchemist, {', '.join(RATER_SAMPLERS)} or a baseline {BASELINES}")
-    write_subset(out/'subset.json', uids, method=cfg.method, retention=cfg.retention, seed=cfg.seed)
+        scores, more, path = score_pool(cfg, corpus_dir); info.update(more); where = dict(scores=str(Path(path).resolve()))
+        sampler, params = rater_sampler(cfg) if cfg.method not in BASELINES else ('top_k', {})
+        uids = select(sampler, scores[['uid', 'score']], cfg.retention, cfg.seed, **params)
+    write_subset(out/'subset.json', uids, method=cfg.method, retention=cfg.retention, seed=cfg.seed, corpus_dir=str(Path(corpus_dir).resolve()),
+                 corpus_fingerprint=manifest_fingerprint(corpus_dir), **where)   # `alchemist export` checks the corpus is still the one selected from
     return uids, info
 
 def calibration_subset(pool: pd.DataFrame, method: str, retention: float, seed: int) -> tuple[list, dict]:
@@ -228,7 +348,7 @@ def warm_caches(cfg: ExperimentConfig, corpus_dir: Path) -> None:
 def corpus_lock(cfg: ExperimentConfig):
     """Hold an exclusive lock for `cfg`'s corpus (a file under `data_dir()/.locks`) while caches are built.
     Why: parallel sweeps (`alchemist reproduce --jobs 2`) share the corpus, raters, baselines and judges; each is built once."""
-    d = data_dir()/'.locks'; d.mkdir(parents=True, exist_ok=True)
+    d = (Path(cfg.work_dir) if cfg.work_dir else data_dir())/'.locks'; d.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha1(f"{cfg.corpus}|{cfg.corpus_n}|{cfg.resolution}|{cfg.corpus_seed}".encode()).hexdigest()[:12]
     with open(d/f'corpus-{key}.lock', 'w') as f:
         try: import fcntl   # POSIX only: where it is missing (Windows) sweeps run with --jobs 1
@@ -239,12 +359,16 @@ def corpus_lock(cfg: ExperimentConfig):
             if fcntl: fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/13_experiments.ipynb #d4ec2c21
-def train_and_evaluate(cfg: ExperimentConfig, corpus_dir: Path, out: Path, n_pool: int) -> dict:
-    "Downstream training on `out/subset.json` at the config's budget, then every metric."
-    tcfg = config_from_dict(TrainConfig, dict(
+def train_config(cfg: ExperimentConfig, corpus_dir: Path, out: Path) -> TrainConfig:
+    "The downstream `TrainConfig` of an experiment: train on `out/subset.json` of `corpus_dir` at the config's budget."
+    return config_from_dict(TrainConfig, dict(
         corpus_dir=str(corpus_dir), subset=str(out/'subset.json'), model=dict(family=cfg.family, size=cfg.size, resolution=cfg.resolution),
         budget=cfg.budget, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
-        keep_steps=tuple(sorted({int(k) for k in cfg.eval_at})), out_dir=str(out/'train')))
+        keep_steps=tuple(sorted({int(k) for k in cfg.eval_at})), ckpt_every=cfg.ckpt_every, out_dir=str(out/'train')))
+
+def train_and_evaluate(cfg: ExperimentConfig, corpus_dir: Path, out: Path, n_pool: int) -> dict:
+    "Downstream training on `out/subset.json` at the config's budget, then every metric."
+    tcfg = train_config(cfg, corpus_dir, out)
     with Timer() as t: tr = train(tcfg)
     ecfg = eval_config_for(cfg)
     with Timer() as te: ev = evaluate_model(load_trained(tr['run_dir'], ema=True), corpus_dir, ecfg, out_dir=out/'eval')
@@ -259,18 +383,53 @@ def train_and_evaluate(cfg: ExperimentConfig, corpus_dir: Path, out: Path, n_poo
 def _numbers(ev: dict) -> dict: return {k: v for k, v in ev.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 # %% ../nbs/13_experiments.ipynb #458d0f88
+_RUN_PRODUCTS = ('train', 'eval', 'subset.json', 'metrics.json')
+
+def _claim_run_folder(out: Path, key: dict) -> None:
+    "Make `out` a folder for the run of `key`: what a run with another key left there is removed (a stopped run of the same key resumes)."
+    kp = out/'cache_key.json'
+    started = read_json(kp) if kp.exists() else None
+    left = [p for p in _RUN_PRODUCTS if (out/p).exists()]
+    if left and stale_reason(started, key):
+        get_logger('alchemist.experiments').info(f"clearing {out} ({', '.join(left)}): {stale_reason(started, key)}")
+        for p in left: shutil.rmtree(out/p) if (out/p).is_dir() else (out/p).unlink()
+    write_json(kp, key)
+
+_STAGE_WHERE = ('corpus_dir', 'subset', 'out_dir', 'resume', 'ckpt_every', 'device', 'reference')   # paths and devices: not what a stage computes
+
+def _strip(d: dict) -> dict: return {k: _strip(v) if isinstance(v, dict) else v for k, v in d.items() if k not in _STAGE_WHERE}
+
+def stages_hash(cfg: ExperimentConfig, corpus_dir: Path) -> str:
+    """A short hash of the configs a run builds from `cfg`, every field and default: the scorer's (the rater's `MetaConfig`
+    or the `BaselineConfig`), the downstream `TrainConfig` and the `EvalConfig`. A changed default in any module re-runs."""
+    over = {k: v for k, v in dict(n_samples=cfg.eval_samples, steps=cfg.eval_steps).items() if v > 0}
+    d = dict(train=_strip(config_to_dict(train_config(cfg, Path(corpus_dir), Path('.')))),
+             eval=_strip(config_to_dict(eval_config(cfg.profile, guidance=cfg.guidance, device=cfg.device, **over))))
+    if cfg.method in ('alchemist',) + RATER_SAMPLERS: _, mcfg, ref, _ = _rater_plan(cfg, corpus_dir); d['rater'] = _meta_hash(mcfg, ref)
+    elif cfg.method in BASELINES: d['baseline'] = _strip(config_to_dict(_baseline_config(cfg)))
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+def run_outputs(cfg: ExperimentConfig) -> dict:
+    "Where a finished run's outputs are: run folder, metrics, subset, score table, corpus (from its `metrics.json`)."
+    out = experiment_dir(cfg); m = read_json(out/'metrics.json')
+    return dict(run_dir=str(out), metrics=str(out/'metrics.json'), **m.get('paths', {}))
+
 def run(cfg: ExperimentConfig | dict) -> dict:
     "Run one experiment end to end; return its flat metrics dict (also written to `<run dir>/metrics.json`)."
     if isinstance(cfg, dict): cfg = config_from_dict(ExperimentConfig, cfg)
+    check_experiment(cfg)
     out = experiment_dir(cfg); out.mkdir(parents=True, exist_ok=True)
+    log = get_logger('alchemist.experiments')
+    with corpus_lock(cfg): corpus_dir = work_corpus(cfg)
+    key = cache_key(corpus=manifest_fingerprint(corpus_dir), config=f'{config_hash(cfg)}|{stages_hash(cfg, corpus_dir)}')
     done = out/'metrics.json'
     if done.exists():
         prev = read_json(done)
-        if prev.get('config_hash') == config_hash(cfg): return prev['metrics']
-    log = get_logger('alchemist.experiments'); seed_everything(cfg.seed)
+        if _fresh(out, prev.get('cache_key'), key): return prev['metrics']
+    _claim_run_folder(out, key)
+    seed_everything(cfg.seed)
     with Timer() as t:
         with corpus_lock(cfg):   # shared caches are built by one process at a time; training runs outside the lock
-            corpus_dir = build_corpus(cfg)
             log.info(f"[{cfg.method}] selecting from {corpus_dir}")
             uids, info = choose_subset(cfg, corpus_dir, out)
             warm_caches(cfg, corpus_dir)
@@ -279,5 +438,8 @@ def run(cfg: ExperimentConfig | dict) -> dict:
         res = train_and_evaluate(cfg, corpus_dir, out, info['n_pool'])
     metrics = dict(method=cfg.method, retention=cfg.retention if cfg.method != 'full' else 1.0, seed=cfg.seed, profile=cfg.profile,
                    corpus=cfg.corpus, heldout=cfg.heldout, **info, **stats, **res, wall_seconds=t.wall)
-    write_json(done, dict(config_hash=config_hash(cfg), metrics=metrics, record=run_record(cfg, corpus_dir=str(corpus_dir))))
+    sub = read_subset(out/'subset.json').meta
+    paths = dict(subset=str(out/'subset.json'), corpus_dir=str(Path(corpus_dir).resolve()), **({'scores': sub['scores']} if sub.get('scores') else {}))
+    write_json(done, dict(config_hash=config_hash(cfg), cache_key=key, metrics=metrics, paths=paths,
+                          record=run_record(cfg, corpus_dir=str(corpus_dir))))
     return metrics
