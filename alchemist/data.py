@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #f85c59a7
 from __future__ import annotations
-import csv, hashlib, io, json, os, re, shutil, tarfile, tempfile, textwrap, warnings, zlib
+import csv, hashlib, io, json, os, re, shutil, tarfile, tempfile, textwrap, time, warnings, zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -140,14 +140,24 @@ def corpus_info(corpus_dir: str | Path) -> dict:
     "The corpus.json of a corpus (name, counts, build record)."
     return read_json(Path(corpus_dir)/CORPUS_JSON)
 
+_FINGERPRINTS: dict = {}   # (files' identity and mtimes) -> fingerprint: hashing 100k manifest rows takes ~0.25 s, and caches ask often
+
+def _stat(p: Path) -> tuple:
+    try: st = p.stat(); return st.st_ino, st.st_size, st.st_mtime_ns
+    except FileNotFoundError: return None,
+
 def manifest_fingerprint(corpus_dir: str | Path) -> str:
     """A hash of the corpus's content: every manifest row and column, and the hash of the shards' members that
     `write_corpus` records in corpus.json (older corpora: the manifest alone). Caches are keyed on it."""
+    p, m = Path(corpus_dir)/CORPUS_JSON, Path(corpus_dir)/MANIFEST
+    memo = (str(m.resolve()), _stat(m), _stat(p))   # a rewritten file (a new inode, size or mtime) is hashed again
+    if memo in _FINGERPRINTS: return _FINGERPRINTS[memo]
     man = read_manifest(corpus_dir)
     h = hashlib.blake2b(json.dumps([str(c) for c in man.columns]).encode(), digest_size=8)
     h.update(pd.util.hash_pandas_object(man, index=False).to_numpy().tobytes())
-    p = Path(corpus_dir)/CORPUS_JSON
     if p.exists(): h.update(str(read_json(p).get('content_hash', '')).encode())
+    # a file changed in the last 2 s may change again within the clock's granularity, keeping size and mtime ("racy git"): not memoised
+    if all(st[0] is None or time.time_ns() - st[2] > 2e9 for st in memo[1:]): _FINGERPRINTS[memo] = h.hexdigest()
     return h.hexdigest()
 
 def _iter_tar_groups(path: Path) -> Iterator[tuple[str, dict]]:
@@ -236,16 +246,21 @@ def _resize(img: Image.Image, resolution: int) -> Image.Image:
     return img if img.size == (resolution, resolution) else img.resize((resolution, resolution), Image.BOX)
 
 def image_cache(corpus_dir: str | Path, resolution: int) -> np.ndarray:
-    "Memory-mapped [N,H,W,3] uint8 array of every manifest row at `resolution`, built on first use."
-    corpus_dir = Path(corpus_dir); path = corpus_dir/'cache'/f'images_{resolution}.npy'
-    man = read_manifest(corpus_dir)
-    if not path.exists():
+    """Memory-mapped [N,H,W,3] uint8 array of every manifest row at `resolution`, built on first use; rebuilt (and the
+    log says why) when the corpus's content changed since, by the `manifest_fingerprint` recorded beside it."""
+    corpus_dir = Path(corpus_dir); path = corpus_dir/'cache'/f'images_{resolution}.npy'; key = path.with_suffix('.json')
+    man, fp = read_manifest(corpus_dir), manifest_fingerprint(corpus_dir)
+    stored = read_json(key).get('corpus') if key.exists() else None   # None: built before keys were recorded (reused as it was)
+    if path.exists() and stored not in (None, fp):
+        get_logger('alchemist.data').info(f"rebuilding {path}: the corpus changed (manifest fingerprint {stored} -> {fp})")
+    if not path.exists() or stored not in (None, fp):
         pos = {u: i for i, u in enumerate(man.uid)}
         with atomic_path(path) as tmp:
             arr = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(len(man), resolution, resolution, 3))
             for s in progress(iter_samples(corpus_dir), desc=f'caching {resolution}px images', total=len(man)):
                 arr[pos[s['uid']]] = np.asarray(_resize(s['image'], resolution))
             arr.flush(); del arr
+        write_json(key, dict(corpus=fp, n=len(man)))   # after the array: an interrupted build is rebuilt, never trusted
     arr = np.load(path, mmap_mode='r')
     if arr.shape[0] != len(man): raise CorpusError(f"stale image cache {path} ({arr.shape[0]} rows, manifest has {len(man)}); delete it")
     return arr

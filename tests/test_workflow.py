@@ -404,6 +404,14 @@ def test_rater_and_scores_are_reused_only_for_the_same_content(corpus, monkeypat
     assert (len(trained), len(scored)) == (3, 3) and any('the config changed' in l for l in log.lines)
 
 
+def test_image_cache_follows_the_corpus(corpus, log):
+    "The pixel cache every stage reads is keyed on the fingerprint too: a manifest rewritten in another order is not read with the old rows."
+    first = np.asarray(data.image_cache(corpus, 16)); man = read_manifest(corpus)
+    man.iloc[::-1].to_parquet(corpus/'manifest.parquet', index=False)
+    assert (np.asarray(data.image_cache(corpus, 16)) == first[::-1]).all()
+    assert any(f"rebuilding {corpus/'cache'/'images_16.npy'}: the corpus changed (manifest fingerprint" in l for l in log.lines)
+
+
 def test_run_is_redone_when_a_default_of_another_stage_changes(corpus, stub_training, log, monkeypatch):
     "The run key covers the TrainConfig and EvalConfig built from the experiment, defaults included, not only the ExperimentConfig."
     import dataclasses
