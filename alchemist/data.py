@@ -6,22 +6,24 @@
 from __future__ import annotations
 import csv, hashlib, io, json, os, re, shutil, tarfile, tempfile, textwrap, time, warnings, zlib
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator
 
 # %% auto #0
 __all__ = ['SPLITS', 'MANIFEST', 'CORPUS_JSON', 'MANIFEST_COLUMNS', 'OPTIONAL_COLUMNS', 'SCORES_DIR', 'IMAGE_EXTS',
            'EXPORT_FORMATS', 'CorpusError', 'SplitConfig', 'assign_split', 'write_corpus', 'read_manifest',
-           'corpus_info', 'manifest_fingerprint', 'check_subset', 'iter_samples', 'Subset', 'write_subset',
-           'read_subset', 'image_cache', 'load_images', 'images_to_tensor', 'tensor_to_images', 'split_rows',
-           'iter_chunks', 'scores_path', 'write_scores', 'name_scores', 'read_scores', 'ImportConfig', 'import_sources',
-           'import_corpus', 'import_imagefolder', 'import_webdataset', 'import_summary', 'export_subset', 'work_view',
-           'source_corpus', 'save_image_grid']
+           'corpus_info', 'manifest_fingerprint', 'ShardError', 'check_subset', 'iter_samples', 'corpus_dataset',
+           'Subset', 'write_subset', 'read_subset', 'image_cache', 'load_images', 'images_to_tensor',
+           'tensor_to_images', 'split_rows', 'iter_chunks', 'scores_path', 'write_scores', 'name_scores', 'read_scores',
+           'ImportConfig', 'import_sources', 'import_corpus', 'import_imagefolder', 'import_webdataset',
+           'import_summary', 'export_subset', 'work_view', 'source_corpus', 'save_image_grid']
 
 # %% ../nbs/01_data.ipynb #7c0bdfda
 import numpy as np
 import pandas as pd
 import torch
+import webdataset as wds
 from PIL import Image, ImageOps
 from .core import (ConfigError, atomic_path, check_types, config_from_dict, config_to_dict, get_logger, normal_permissions, progress, read_json,
                             run_record, stable_unit, write_json)
@@ -59,10 +61,13 @@ def _png_bytes(image) -> bytes:
     if not isinstance(image, Image.Image): raise CorpusError(f"image must be a PIL image or uint8 array, got {type(image).__name__}")
     buf = io.BytesIO(); image.convert('RGB').save(buf, format='PNG'); return buf.getvalue()
 
-def _tar_add(tf: tarfile.TarFile, name: str, data: bytes):
-    "Add `data` as member `name` with fixed metadata (reproducible shards)."
-    ti = tarfile.TarInfo(name); ti.size = len(data); ti.mtime = 0; ti.mode = 0o644
-    tf.addfile(ti, io.BytesIO(data))
+# raw bytes in, fixed metadata (mtime 0, mode 0644, no owner: the same samples give the same bytes), and PAX headers so
+# a member name of any length fits (webdataset's default USTAR format refuses names over 100 characters)
+_TAR_KW = dict(encoder=False, mtime=0, mode=0o644, user='', group='', format='PAX_FORMAT')
+
+def _shard_writer(pattern: str | Path, shard_size: int, post=None) -> wds.ShardWriter:
+    "A `wds.ShardWriter` of raw-bytes samples, `shard_size` samples a shard (never split by size), quiet."
+    return wds.ShardWriter(str(pattern), maxcount=shard_size, maxsize=float('inf'), verbose=0, post=post, **_TAR_KW)
 
 _META_KEYS = ('uid', 'image', 'caption')
 
@@ -100,21 +105,19 @@ def write_corpus(samples: Iterable[dict], out_dir: str | Path, shard_size: int =
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix='.building', dir=out_dir.parent))
     try:
         (tmp/'shards').mkdir()
-        rows, seen, tf, shard = [], set(), None, None
+        rows, seen = [], set()
         content = hashlib.blake2b(digest_size=16)   # of every member written: two corpora with the same manifest but other pixels differ
-        for i, s in enumerate(progress(samples, desc=f'writing {out_dir.name}', total=total)):
-            row = _manifest_row(s, split_cfg)
-            if row['uid'] in seen: raise CorpusError(f"duplicate uid {row['uid']!r}")
-            seen.add(row['uid'])
-            if i % shard_size == 0:
-                if tf: tf.close()
-                shard = f'shards/shard-{i // shard_size:06d}.tar'; tf = tarfile.open(tmp/shard, 'w')
-            meta = {k: v for k, v in s.items() if k not in _META_KEYS}
-            for member, data in ((f"{row['uid']}.png", _png_bytes(s['image'])), (f"{row['uid']}.txt", row['caption'].encode()),
-                                 (f"{row['uid']}.json", json.dumps(meta, sort_keys=True, default=str).encode())):
-                _tar_add(tf, member, data); content.update(member.encode() + len(data).to_bytes(8, 'little') + data)
-            rows.append({**row, 'shard': shard})
-        if tf: tf.close()
+        with _shard_writer(tmp/'shards'/'shard-%06d.tar', shard_size) as sw:
+            for s in progress(samples, desc=f'writing {out_dir.name}', total=total):
+                row = _manifest_row(s, split_cfg)
+                if row['uid'] in seen: raise CorpusError(f"duplicate uid {row['uid']!r}")
+                seen.add(row['uid'])
+                meta = {k: v for k, v in s.items() if k not in _META_KEYS}
+                members = dict(png=_png_bytes(s['image']), txt=row['caption'].encode(), json=json.dumps(meta, sort_keys=True, default=str).encode())
+                sw.write({'__key__': row['uid'], **members})
+                # hashed in this order whatever order the writer stores them in (it sorts): corpora of before keep their hash
+                for ext, data in members.items(): content.update(f"{row['uid']}.{ext}".encode() + len(data).to_bytes(8, 'little') + data)
+                rows.append({**row, 'shard': Path(sw.fname).relative_to(tmp).as_posix()})
         if not rows: raise CorpusError(f"no samples given for {out_dir}")
         cols = MANIFEST_COLUMNS + [c for c in OPTIONAL_COLUMNS if any(c in r for r in rows)]
         man = pd.DataFrame(rows, columns=cols)
@@ -160,16 +163,33 @@ def manifest_fingerprint(corpus_dir: str | Path) -> str:
     if all(st[0] is None or time.time_ns() - st[2] > 2e9 for st in memo[1:]): _FINGERPRINTS[memo] = h.hexdigest()
     return h.hexdigest()
 
+class ShardError(CorpusError):
+    "A shard cannot be read to its end: missing, truncated or corrupt (the message names it)."
+
+_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, ValueError)   # ValueError: webdataset's duplicate member name
+
+def _wds_msg(e: Exception) -> str:
+    "An error raised inside webdataset as `Type: message`, without the stream reprs webdataset appends to its args."
+    if isinstance(e, OSError) and e.strerror: return f"{type(e).__name__}: {e.strerror}"
+    msg = next((a for a in e.args if isinstance(a, str)), '')
+    return f"{type(e).__name__}: {msg.split(' @ <')[0]}"
+
 def _iter_tar_groups(path: Path) -> Iterator[tuple[str, dict]]:
-    "Yield (key, {ext: bytes}) for consecutive members sharing a key, webdataset style."
-    key, group = None, {}
-    with tarfile.open(path, 'r') as tf:
-        for m in tf:
-            if not m.isfile(): continue
-            k, _, ext = m.name.rpartition('/')[2].partition('.')
-            if key is not None and k != key: yield key, group; group = {}
-            key = k; group[ext] = tf.extractfile(m).read()
-    if key is not None: yield key, group
+    "Yield (key, {ext: bytes}) per sample of one shard, read by webdataset's pipeline; an unreadable shard raises `ShardError` naming it."
+    pipe = wds.DataPipeline(wds.SimpleShardList([str(path)]), wds.tarfile_to_samples())
+    try:
+        for s in pipe: yield s['__key__'].rpartition('/')[2], {k: v for k, v in s.items() if not k.startswith('__')}
+    except _TAR_ERRORS as e: raise ShardError(f"corrupt or truncated shard {path}: {_wds_msg(e)}") from e
+
+def _read_shard(path: Path, want: frozenset) -> Iterator[tuple[str, dict]]:
+    """(key, {ext: bytes}) of the samples of shard `path` in `want`; when the shard does not hold them all, `ShardError`.
+    Why the check: a tar cut at a member boundary reads as a shorter, valid tar, so the stream alone would not notice."""
+    got = set()
+    for key, g in _iter_tar_groups(path):
+        if key in want: got.add(key); yield key, g
+    if len(got) < len(want):
+        miss = sorted(want - got)
+        raise ShardError(f"corrupt or truncated shard {path}: it ends without {len(miss)} sample(s) of the manifest, e.g. {miss[:5]}")
 
 def _decode(key: str, group: dict, shard: Path) -> dict:
     "Decode one sample's members; errors name the shard and uid."
@@ -206,20 +226,40 @@ def iter_samples(corpus_dir: str | Path, split: str | None = None, uids: Iterabl
     if len(man) == 0: raise CorpusError(f"empty selection in {corpus_dir} (split={split!r})")
     stats = stats if stats is not None else {}
     stats.setdefault('skipped', 0); stats.setdefault('errors', [])
-    want = set(man.uid)
-    for shard in man.shard.drop_duplicates():
-        path = corpus_dir/shard
+    for shard, rows in man.groupby('shard', sort=False):
+        path, seen = corpus_dir/shard, 0
         try:
-            for key, group in _iter_tar_groups(path):
-                if key not in want: continue
+            for key, group in _read_shard(path, frozenset(rows.uid)):
+                seen += 1
                 try: yield _decode(key, group, path)
                 except CorpusError as e:
                     if on_error == 'raise': raise
                     stats['skipped'] += 1; stats['errors'].append(str(e))
-        except (tarfile.TarError, OSError, EOFError) as e:
-            msg = f"corrupt or truncated shard {path}: {e}"
-            if on_error == 'raise': raise CorpusError(msg) from e
-            stats['skipped'] += 1; stats['errors'].append(msg)
+        except ShardError as e:
+            if on_error == 'raise': raise
+            stats['skipped'] += len(rows) - seen; stats['errors'].append(str(e))   # every wanted sample of the shard not read
+
+# %% ../nbs/01_data.ipynb #ee3a4896
+def _shard_samples(src: Iterable[dict], want: dict) -> Iterator[dict]:
+    "webdataset stage: `{'url': shard}` -> that shard's samples in `want[url]` (`__key__`, `__url__`, {ext: bytes})."
+    for d in src:
+        for key, g in _read_shard(Path(d['url']), want[d['url']]): yield {'__key__': key, '__url__': d['url'], **g}
+
+def _decoded(s: dict) -> dict: return _decode(s['__key__'], s, Path(s['__url__']))
+
+def corpus_dataset(corpus_dir: str | Path, split: str | None = None, uids: Iterable[str] | None = None,
+                   by_node: bool = True, by_worker: bool = True, decode: bool = True) -> wds.DataPipeline:
+    """The samples of a split or subset as a webdataset pipeline: the `iter_samples` dicts (`decode=False`: raw
+    `{'__key__', ext: bytes}`), each rank (`by_node`, `wds.split_by_node`) and loader worker (`by_worker`,
+    `wds.split_by_worker`) streaming its own shards, in manifest order within them."""
+    corpus_dir = Path(corpus_dir); man = _wanted(read_manifest(corpus_dir), split, uids)
+    if len(man) == 0: raise CorpusError(f"empty selection in {corpus_dir} (split={split!r})")
+    want = {str(corpus_dir/s): frozenset(rows.uid) for s, rows in man.groupby('shard', sort=False)}
+    stages = [wds.SimpleShardList(list(want))]
+    stages += [wds.split_by_node] if by_node else []
+    stages += [wds.split_by_worker] if by_worker else []
+    stages += [partial(_shard_samples, want=want)]   # partial, not a lambda: spawned loader workers pickle it
+    return wds.DataPipeline(*stages, *([wds.map(_decoded)] if decode else []))
 
 # %% ../nbs/01_data.ipynb #450b9db9
 @dataclass
@@ -521,16 +561,22 @@ def _imagefolder_samples(folder: Path, led: _Ledger, seen: set) -> Iterator[dict
 
 # %% ../nbs/01_data.ipynb #1264f1ce
 def _tar_groups_until_error(path: Path) -> Iterator[tuple[str, dict, Exception | None]]:
-    "(key, {ext: bytes}, None) per sample; at a truncated or corrupt point, the partial sample with the error, then stop."
-    key, group = None, {}
+    """(key, {ext: bytes}, None) per sample; at a truncated or corrupt point, the partial sample with the error, then stop.
+    Members come from webdataset's `tar_file_iterator`; the grouping is ours because webdataset's drops the partial sample,
+    and its `select_files` hook tells us the name of the member being read when the shard ended."""
+    key, group, reading = None, {}, [None]
+    def note(fname): reading[0] = fname; return True
+    split = lambda fname: fname.rpartition('/')[2].partition('.')
     try:
-        with tarfile.open(path, 'r') as tf:
-            for m in tf:
-                if not m.isfile(): continue
-                k, _, ext = m.name.rpartition('/')[2].partition('.')
+        with open(path, 'rb') as f:
+            for m in wds.tariterators.tar_file_iterator(f, select_files=note):
+                k, _, ext = split(m['fname'])
                 if key is not None and k != key: yield key, group, None; group = {}
-                key = k; group[ext.lower()] = tf.extractfile(m).read()
+                key = k; group[ext.lower()] = m['data']
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        if e.args and isinstance(e.args[0], str): e.args = (e.args[0].split(' @ <')[0], *e.args[1:])   # webdataset appends the stream's repr
+        k = split(reading[0])[0] if reading[0] else key
+        if key is not None and k != key: yield key, group, None; key, group = k, {}   # the shard ended inside the next pair's first member
         yield key, group, e; return
     if key is not None: yield key, group, None
 
@@ -687,10 +733,7 @@ def _subset_uids(subset) -> tuple[list, dict]:
 
 def _raw_pairs(corpus_dir: Path, rows: pd.DataFrame) -> Iterator[tuple[str, dict]]:
     "(uid, {ext: stored bytes}) of the manifest `rows`, in manifest order, streamed from the shards."
-    want = set(rows.uid)
-    for shard in rows.shard.drop_duplicates():
-        for key, g in _iter_tar_groups(corpus_dir/shard):
-            if key in want: yield key, g
+    for shard, r in rows.groupby('shard', sort=False): yield from _read_shard(corpus_dir/shard, frozenset(r.uid))
 
 def export_subset(corpus_dir: str | Path, subset, out_dir: str | Path, fmt: str = 'webdataset', shard_size: int = 1000,
                   overwrite: bool = False) -> dict:
@@ -715,18 +758,13 @@ def export_subset(corpus_dir: str | Path, subset, out_dir: str | Path, fmt: str 
                     (tmp/f'{uid}.png').write_bytes(g['png'])
                     md.write(json.dumps(dict(file_name=f'{uid}.png', text=info.at[uid, 'caption'], uid=uid, original_file_name=orig.at[uid])) + '\n')
         else:
-            tf, n_in, shard_i = None, 0, -1
-            def close():
-                if tf: tf.close(); write_json(tmp/f'shard-{shard_i:06d}_stats.json', dict(count=n_in, successes=n_in, failed_to_download=0))
-            for i, (uid, g) in enumerate(progress(_raw_pairs(corpus_dir, rows), desc=f'exporting {out_dir.name}', total=len(rows))):
-                if i % shard_size == 0:
-                    close(); shard_i += 1; n_in = 0; tf = tarfile.open(tmp/f'shard-{shard_i:06d}.tar', 'w')
-                m = json.loads(g.get('json', b'{}'))
-                m.update(key=uid, uid=uid, caption=info.at[uid, 'caption'], file_name=orig.at[uid], status='success')
-                for ext, data in (('png', g['png']), ('txt', g['txt']), ('json', json.dumps(m, sort_keys=True, default=str).encode())):
-                    _tar_add(tf, f'{uid}.{ext}', data)
-                n_in += 1
-            close()
+            def stats(fname):   # img2dataset's sidecar, written as each shard is closed (the writer's count is still that shard's)
+                write_json(Path(fname).with_name(Path(fname).stem + '_stats.json'), dict(count=sw.count, successes=sw.count, failed_to_download=0))
+            with _shard_writer(tmp/'shard-%06d.tar', shard_size, post=stats) as sw:
+                for uid, g in progress(_raw_pairs(corpus_dir, rows), desc=f'exporting {out_dir.name}', total=len(rows)):
+                    m = json.loads(g.get('json', b'{}'))
+                    m.update(key=uid, uid=uid, caption=info.at[uid, 'caption'], file_name=orig.at[uid], status='success')
+                    sw.write({'__key__': uid, 'png': g['png'], 'txt': g['txt'], 'json': json.dumps(m, sort_keys=True, default=str).encode()})
         n = len(rows)
         write_json(tmp/'export.json', dict(format=fmt, n=n, corpus=str(corpus_dir), corpus_fingerprint=manifest_fingerprint(corpus_dir),
                                            subset=meta, record=run_record()))
