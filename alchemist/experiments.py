@@ -4,16 +4,17 @@
 
 # %% ../nbs/13_experiments.ipynb #0d154504
 from __future__ import annotations
-import contextlib, hashlib, json, shutil
-from dataclasses import dataclass
+import contextlib, dataclasses, difflib, hashlib, json, shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RATER_SAMPLERS', 'CALIBRATION', 'BUILT_IN_CORPORA', 'METHODS', 'NON_RESULT_FIELDS', 'ExperimentConfig',
-           'check_experiment', 'config_hash', 'experiment_dir', 'build_corpus', 'work_corpus', 'plant_config',
-           'rater_dir', 'train_rater', 'rater_scores', 'baseline_scores', 'score_pool', 'rater_sampler',
-           'choose_subset', 'calibration_subset', 'subset_stats', 'reference_corpus', 'eval_config_for', 'warm_caches',
-           'corpus_lock', 'train_config', 'train_and_evaluate', 'stages_hash', 'run_outputs', 'run']
+__all__ = ['RATER_SAMPLERS', 'CALIBRATION', 'BUILT_IN_CORPORA', 'METHODS', 'META_PRESETS', 'NON_RESULT_FIELDS',
+           'NEUTRAL_DEFAULTS', 'meta_config', 'meta_overrides', 'ExperimentConfig', 'check_experiment', 'identity_dict',
+           'config_hash', 'experiment_dir', 'build_corpus', 'work_corpus', 'plant_config', 'rater_dir', 'train_rater',
+           'rater_scores', 'baseline_scores', 'score_pool', 'rater_sampler', 'choose_subset', 'calibration_subset',
+           'subset_stats', 'reference_corpus', 'eval_config_for', 'warm_caches', 'corpus_lock', 'train_config',
+           'train_and_evaluate', 'stages_hash', 'run_outputs', 'run']
 
 # %% ../nbs/13_experiments.ipynb #02db5e25
 import numpy as np
@@ -22,23 +23,72 @@ from .core import (ConfigError, Timer, cache_key, check_device, check_profile, c
                             data_dir, get_logger, get_profile, read_json, run_record, runs_dir, seed_everything, stale_reason, stable_hash,
                             write_json)
 from .baselines import BASELINES, BaselineConfig, score_baseline
-from .bilevel import MODES, MetaConfig, meta_train, reference_uids
+from .bilevel import MODES, MetaConfig, learning_config, meta_train, reference_uids
 from .data import manifest_fingerprint, name_scores, read_manifest, read_scores, read_subset, scores_path, work_view, write_subset
 from .encoders import caption_embeddings
 from .evaluate import eval_config, evaluate_model, judge_tower, real_features
 from .scoring import ScoringConfig, rater_run_id, score_corpus
 from .plant import PlantConfig, plant_corpus
+from .rater import RaterConfig, rater_inputs as parse_rater_inputs
 from .select import budget_for, select
 from .sources import WebConfig, build_web
 from .synthetic import DEFECTS as SYN_DEFECTS, SyntheticConfig, build_synthetic
 from .t2i import PIXART_SIZES, UNET_SIZES
 from .train import TrainConfig, load_trained, train
 
+# %% ../nbs/13_experiments.ipynb #27b63f60
+_META_OWN = dict(mode='meta_mode', heldout='heldout', resolution='resolution', proxy_size='proxy_size', epochs='meta_epochs',
+                 batch='meta_batch', seed='seed', device='device', corpus='corpus', out_dir=None, resume=None, warm_dir=None)
+_RATER_OWN = dict(resolution='resolution', group_mlp='group_mlp', image_input='rater_inputs', text_input='rater_inputs', text_dim=None)
+
+def _meta_key_error(k: str, names, own: dict, where: str) -> str | None:
+    "Why `k` is refused in `where` (an ExperimentConfig field sets it, or it is no field at all), or None."
+    if k in own:
+        return f"{where}: '{k}' is set by the experiment" + (f": use ExperimentConfig.{own[k]}" if own[k] else '')
+    if k not in names:
+        close = difflib.get_close_matches(str(k), list(names), n=3)
+        return f"{where}: unknown key '{k}'" + (f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else '') + \
+               f"; keys are the fields of alchemist.bilevel.MetaConfig{' (rater: RaterConfig)' if 'width' in names else ''}"
+    return None
+
+def meta_config(cfg: ExperimentConfig, corpus_dir: str | Path = '', batch: int = 0, out_dir: str = '') -> MetaConfig:
+    """The `MetaConfig` that meta-trains the rater of `cfg`: its rater fields, on `meta_preset` (`learning_config` for
+    'learning'), then the `meta` overrides. `corpus_dir`, `batch` (0 = `meta_batch`) and `out_dir` are where it runs."""
+    W = 'ExperimentConfig.meta'
+    over = dict(cfg.meta); rover = over.pop('rater', {})
+    if not isinstance(rover, dict): raise ConfigError(f"{W}.rater must be a mapping of RaterConfig fields, got {rover!r}")
+    names = {f.name for f in dataclasses.fields(MetaConfig)}; rnames = {f.name for f in dataclasses.fields(RaterConfig)}
+    bad = [m for m in [_meta_key_error(k, names, _META_OWN, W) for k in over] + [_meta_key_error(k, rnames, _RATER_OWN, f'{W}.rater') for k in rover] if m]
+    if bad: raise ConfigError('; '.join(bad))
+    rater = {**rover, 'resolution': cfg.resolution, 'group_mlp': cfg.group_mlp, **parse_rater_inputs(cfg.rater_inputs)}
+    own = dict(mode=cfg.meta_mode, corpus=str(corpus_dir), resolution=cfg.resolution, proxy_size=cfg.proxy_size, rater=rater,
+               epochs=cfg.meta_epochs, batch=batch or cfg.meta_batch, seed=cfg.seed, device=cfg.device, heldout=cfg.heldout, out_dir=str(out_dir))
+    try:
+        if cfg.meta_preset == 'learning': return learning_config(own.pop('mode'), **own, **over)
+        return config_from_dict(MetaConfig, {**own, **over}, where=W)
+    except ConfigError as e:   # a MetaConfig check (a value, or options that do not go together): say where it was set
+        if str(e).startswith(W): raise
+        raise ConfigError(f"{W} (meta_preset={cfg.meta_preset!r}, meta_mode={cfg.meta_mode!r}): {e}") from None
+
+def _flat(d: dict, prefix: str = '') -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and prefix == '': out.update(_flat(v, f'{k}.'))
+        else: out[prefix + k] = v
+    return out
+
+def meta_overrides(cfg: ExperimentConfig) -> dict:
+    "The `MetaConfig` fields (the rater's as `rater.<field>`) where `cfg`'s rater differs from the default one of its rater fields: {} for every table so far."
+    base = dataclasses.replace(cfg, meta_preset='', meta={}, rater_inputs='pixels+pooled')
+    now, was = _flat(config_to_dict(meta_config(cfg))), _flat(config_to_dict(meta_config(base)))
+    return {k: v for k, v in now.items() if was.get(k, object()) != v}
+
 # %% ../nbs/13_experiments.ipynb #27ad5dac
 RATER_SAMPLERS = ('top_k', 'bottom_k', 'block', 'gsample', 'shift_gsample')
 CALIBRATION = ('oracle', 'defects_only')   # ground-truth bounds (corpora with defect labels)
 BUILT_IN_CORPORA = ('synthetic', 'web', 'web-planted')
 METHODS = ('full', 'random', *CALIBRATION, 'alchemist', *RATER_SAMPLERS, *BASELINES)
+META_PRESETS = ('', 'learning')   # '' = the fields below only (the rater of every table so far); 'learning' = bilevel.learning_config
 
 @dataclass
 class ExperimentConfig:
@@ -62,6 +112,13 @@ class ExperimentConfig:
     meta_epochs: int = 2           # passes over the held-out split
     proxy_size: str = 's'          # proxy T2I model size for meta-training
     meta_batch: int = 64           # pairs per held-out and per train batch (paper: 64); halved while the held-out split is smaller
+    meta_preset: str = ''          # '' = the fields above only (today's rater) | 'learning' = alchemist.bilevel.learning_config(meta_mode): a warm
+                                   # proxy (1,200 steps on the reference), a population of 4 with resets, 2,000 meta-steps, stratified timesteps,
+                                   # a rank-stability stop (meta_epochs is then unused: the budget is meta-steps)
+    meta: dict = field(default_factory=dict)  # MetaConfig fields on top of the preset, e.g. {meta_steps: 500, population: 2, rater: {width: 64}};
+                                   # the fields above (meta_mode, heldout, meta_epochs, proxy_size, meta_batch, seed, ...) are set there, not here
+    rater_inputs: str = 'pixels+pooled'  # what the rater reads: '<image>+<text>', image 'pixels' (its own conv net) | 'effnet' (frozen
+                                   # EfficientNet-Lite0: the FD judge's net) | 'randconv' (a frozen random conv net); text 'pooled' | 'tokens'
     # downstream training
     family: str = 'unet'           # 'unet' or 'pixart'
     size: str = 's'                # 's', 'm', 'l'
@@ -109,6 +166,10 @@ class ExperimentConfig:
         if not self.sigma > 0: raise ConfigError(f"{E}.sigma must be > 0 percentile points, got {self.sigma}")
         if not 0 <= self.block_start < 100: raise ConfigError(f"{E}.block_start must be a percentile in [0, 100), got {self.block_start}")
         if self.guidance < 0: raise ConfigError(f"{E}.guidance must be >= 0, got {self.guidance}")
+        if self.meta_preset not in META_PRESETS: raise ConfigError(f"{E}.meta_preset must be '' (the fields above only) or 'learning', got {self.meta_preset!r}")
+        try: parse_rater_inputs(self.rater_inputs)
+        except ConfigError as e: raise ConfigError(f"{E}.rater_inputs: {e}") from None
+        meta_config(self)   # the rater's MetaConfig, built now: a bad key or value in `meta` fails before any work, naming the key
 
 def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     "What can be checked before any work beyond the config itself: the device exists here, the corpus folder and a reference manifest exist."
@@ -128,13 +189,19 @@ def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     except ValueError as e: raise ConfigError(f"ExperimentConfig: {e}") from e
     return cfg
 
-# %% ../nbs/13_experiments.ipynb #27b63f60
+# %% ../nbs/13_experiments.ipynb #67b91d38
 NON_RESULT_FIELDS = ('out_dir', 'device', 'work_dir', 'ckpt_every')   # where and how often a run writes: not what it computes
+# fields added after runs were recorded, at their defaults (which compute what the runs before them did): left out of a run's
+# identity, so every existing run folder, cache key and hash stays as it was
+NEUTRAL_DEFAULTS = dict(meta_preset='', meta={}, rater_inputs='pixels+pooled')
+
+def identity_dict(cfg: ExperimentConfig, exclude=()) -> dict:
+    "The fields of `cfg` that make a run what it is: all (as JSON values), minus `exclude` and the `NEUTRAL_DEFAULTS` fields at their defaults."
+    return {k: v for k, v in config_to_dict(cfg).items() if k not in exclude and not (k in NEUTRAL_DEFAULTS and v == NEUTRAL_DEFAULTS[k])}
 
 def config_hash(cfg: ExperimentConfig, exclude=NON_RESULT_FIELDS) -> str:
     "A short stable id of everything that changes the result."
-    d = {k: v for k, v in config_to_dict(cfg).items() if k not in exclude}
-    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+    return hashlib.sha1(json.dumps(identity_dict(cfg, exclude), sort_keys=True).encode()).hexdigest()[:10]
 
 def experiment_dir(cfg: ExperimentConfig) -> Path:
     "The run folder: `out_dir`, else `<work_dir or runs/>experiments/<method>-<config hash>`."
@@ -169,9 +236,14 @@ def plant_config(cfg: ExperimentConfig) -> PlantConfig:
     return PlantConfig(rate_caption_swap=r / 2, rate_blur=r / 8, rate_noise=r / 8, rate_jpeg=r / 8, rate_lowcontrast=r / 8, seed=cfg.corpus_seed)
 
 def rater_dir(cfg: ExperimentConfig, corpus_dir: Path) -> Path:
-    "Where the rater for this corpus and meta-training setting lives (shared by every experiment that uses it)."
+    """Where the rater for this corpus and meta-training setting lives (shared by every experiment that uses it). A rater
+    other than the default of its fields (`meta_preset`, `meta`, `rater_inputs`) gets its inputs and a hash of what differs
+    (`meta_overrides`) in the name: two settings never share a folder, and the default raters keep theirs."""
     ref = '' if cfg.heldout == 'as_is' else '-ref' + ('clean' if cfg.heldout == 'clean' else f"{stable_hash(str(Path(cfg.heldout).resolve())) % 16**8:08x}")
-    return Path(corpus_dir)/'raters'/f'{cfg.meta_mode}-g{int(cfg.group_mlp)}-e{cfg.meta_epochs}-{cfg.proxy_size}-{cfg.resolution}px{ref}-s{cfg.seed}'
+    diff = meta_overrides(cfg)
+    more = '' if not diff else (f'-{cfg.rater_inputs}' if cfg.rater_inputs != 'pixels+pooled' else '') + \
+        '-m' + hashlib.sha1(json.dumps(diff, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path(corpus_dir)/'raters'/f'{cfg.meta_mode}-g{int(cfg.group_mlp)}-e{cfg.meta_epochs}-{cfg.proxy_size}-{cfg.resolution}px{ref}-s{cfg.seed}{more}'
 
 def _fresh(what: Path, stored: dict | None, key: dict) -> bool:
     "True when the `stored` cache key of `what` is `key`; otherwise log why it is rebuilt."
@@ -197,9 +269,7 @@ def _rater_plan(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[Path, MetaConf
     batch = cfg.meta_batch
     while batch > 2 and batch > n_held: batch //= 2
     out = rater_dir(cfg, corpus_dir)/f'b{batch}'
-    mcfg = MetaConfig(mode=cfg.meta_mode, corpus=str(corpus_dir), resolution=cfg.resolution, proxy_size=cfg.proxy_size,
-                      rater=dict(resolution=cfg.resolution, group_mlp=cfg.group_mlp), epochs=cfg.meta_epochs,
-                      batch=batch, seed=cfg.seed, device=cfg.device, heldout=cfg.heldout, out_dir=str(out))
+    mcfg = meta_config(cfg, corpus_dir, batch, str(out))
     return out, mcfg, ref, n_held
 
 def train_rater(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[Path, dict]:
@@ -208,6 +278,8 @@ def train_rater(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[Path, dict]:
     log = get_logger('alchemist.experiments')
     out, mcfg, ref, n_held = _rater_plan(cfg, corpus_dir); batch = mcfg.batch; info = dict(meta_batch=batch)
     if batch != cfg.meta_batch: log.warning(f"held-out split has {n_held} pairs: meta batch {cfg.meta_batch} -> {batch}")
+    if mcfg.rater.image_input == 'effnet':   # issue 17: a selector must never share a model with the judge that grades it
+        log.warning(f"rater_inputs={cfg.rater_inputs!r}: the rater reads EfficientNet-Lite0 features, the network FD-EffNet grades its subsets with")
     key = cache_key(corpus=manifest_fingerprint(corpus_dir), config=f'{out.parent.name}/{out.name}|{_meta_hash(mcfg, ref)}')
     done = read_json(out/'done.json') if (out/'done.json').exists() else None
     if done is not None and 'cache_key' not in done:
@@ -234,7 +306,9 @@ def _rater_scores(cfg: ExperimentConfig, corpus_dir: Path) -> tuple[pd.DataFrame
         info['score_seconds'] = rec.get('seconds')
         return read_scores(path), info, path
     with Timer() as t:
-        path = score_corpus(ScoringConfig(rater=str(ckpt), corpus_dir=str(corpus_dir), split='train', device=cfg.device, out=str(path)))
+        # max_tokens: a 'tokens' rater reads the caption tokens it was meta-trained on (the default, 16, is every other rater's cache too)
+        path = score_corpus(ScoringConfig(rater=str(ckpt), corpus_dir=str(corpus_dir), split='train', device=cfg.device, out=str(path),
+                                          max_tokens=meta_config(cfg).max_tokens))
     write_json(path.with_suffix('.json'), {**read_json(path.with_suffix('.json')), 'cache_key': key})
     info['score_seconds'] = t.wall
     return read_scores(path), info, path

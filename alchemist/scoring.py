@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RATER_SCORE_COLUMNS', 'ScoringConfig', 'rater_run_id', 'score_corpus', 'ordering_spearman', 'batch_relativity']
+__all__ = ['RATER_SCORE_COLUMNS', 'ScoringConfig', 'rater_run_id', 'frozen_cache_path', 'split_image_features', 'score_corpus',
+           'ordering_spearman', 'batch_relativity']
 
 # %% ../nbs/08_scoring.ipynb #34d137b3
 import numpy as np
@@ -18,10 +19,11 @@ import torch
 from scipy.stats import spearmanr
 
 # %% ../nbs/08_scoring.ipynb #548e7eca
-from .core import ConfigError, Timer, check_types, config_from_dict, config_to_dict, get_device, get_logger, progress, run_record
+from .core import (ConfigError, Timer, atomic_path, check_types, config_from_dict, config_to_dict, get_device, get_logger, progress,
+                            run_record, stable_hash)
 from .data import SPLITS, corpus_info, image_cache, images_to_tensor, manifest_fingerprint, read_manifest, read_scores, write_scores
 from .encoders import caption_embeddings
-from .rater import Rater, load_rater
+from .rater import Rater, RaterConfig, frozen_dim, frozen_image_features, load_rater
 
 # %% ../nbs/08_scoring.ipynb #85405581
 @dataclass
@@ -36,11 +38,13 @@ class ScoringConfig:
     device: str = 'auto'               # torch device ('auto' = cuda if available)
     out: str | None = None             # output parquet; None = corpus_dir/scores/<run_id>[-indep][-o<seed>].parquet
     overwrite: bool = True             # rescoring replaces an existing table
+    max_tokens: int = 16               # caption tokens of the corpus's MiniLM cache (a 'tokens' rater reads them: the MetaConfig.max_tokens it was trained with)
 
     def __post_init__(self):
         check_types(self)   # wrong types first (from Python too): the checks below compare numbers
         if self.batch_size < 2: raise ConfigError(f"ScoringConfig.batch_size must be >= 2 (batch statistics need two samples), got {self.batch_size}")
         if self.split is not None and self.split not in SPLITS: raise ConfigError(f"ScoringConfig.split must be one of {SPLITS} or None (every row), got {self.split!r}")
+        if self.max_tokens < 1: raise ConfigError(f"ScoringConfig.max_tokens must be >= 1, got {self.max_tokens}")
 
 # %% ../nbs/08_scoring.ipynb #e6f0f183
 def rater_run_id(path: str | Path, rater: Rater | None = None) -> str:
@@ -63,12 +67,39 @@ def _scoring_rows(man: pd.DataFrame, split: str | None, order_seed: int | None, 
     if order_seed is not None: rows = rows[np.random.default_rng(order_seed).permutation(len(rows))]
     return rows
 
-def _batches(images, pooled, rows: np.ndarray, batch_size: int, device: torch.device):
+def _batches(images, text, rows: np.ndarray, batch_size: int, device: torch.device, tokens: bool = False, feats=None):
+    "(batch index, manifest rows, images, pooled, tokens, mask, frozen features) per batch; `feats` = (features, their manifest rows) or None."
+    at = None
+    if feats is not None: at = np.full(len(images), -1, np.int64); at[feats[1]] = np.arange(len(feats[1]))   # manifest row -> feature row
     for b, start in enumerate(range(0, len(rows), batch_size)):
-        r = rows[start:start + batch_size]
+        r = rows[start:start + batch_size]; ti = torch.from_numpy(r)
         x = images_to_tensor(images[r], device)      # copies just this batch out of the memmap
-        t = pooled[torch.from_numpy(r)].to(device).float()
-        yield b, r, x, t
+        t = text.pooled[ti].to(device).float()
+        tok, m = (text.tokens[ti].to(device).float(), text.mask[ti].to(device).bool()) if tokens else (None, None)
+        f = None if feats is None else feats[0][torch.from_numpy(at[r])].to(device).float()
+        yield b, r, x, t, tok, m, f
+
+def frozen_cache_path(cache_dir: str | Path, rater_cfg: RaterConfig, resolution: int, uids: list) -> Path:
+    """The file in which `alchemist.bilevel.attach_image_features` keeps the frozen image features of the rows `uids` (in
+    that order) for the rater of `rater_cfg`; scoring reads and writes the same one, so features of the pool that
+    meta-training computed are not computed again."""
+    from alchemist.bilevel import frozen_key   # why here: bilevel imports the proxy models; only a frozen-input rater needs this
+    return Path(cache_dir)/f"rater_{frozen_key(rater_cfg)}_r{resolution}_{stable_hash(chr(31).join(map(str, uids))) % 16**12:012x}.pt"
+
+def split_image_features(corpus_dir: str | Path, man: pd.DataFrame, split: str | None, images, rater_cfg: RaterConfig,
+                         device: str = 'cpu', chunk: int = 1024) -> tuple | None:
+    """(frozen image features [n, frozen_dim] float32 of the split's rows in manifest order, those manifest rows) for the
+    rater of `rater_cfg`, computed once (`chunk` images at a time) and cached in the corpus's cache; None for 'pixels'."""
+    if rater_cfg.image_input == 'pixels': return None
+    rows = _scoring_rows(man, split, None, f"frozen features of {corpus_dir}")
+    path = frozen_cache_path(Path(corpus_dir)/'cache', rater_cfg, images.shape[1], man['uid'].iloc[rows].astype(str).tolist())
+    if path.exists(): f = torch.load(path, weights_only=True)
+    else:
+        f = torch.cat([frozen_image_features(np.asarray(images[rows[i:i + chunk]]), rater_cfg, device=device) for i in range(0, len(rows), chunk)])
+        with atomic_path(path) as tmp: torch.save(f, tmp)
+    if tuple(f.shape) != (len(rows), frozen_dim(rater_cfg)):
+        raise ValueError(f"frozen image features {path} have shape {tuple(f.shape)}, expected {(len(rows), frozen_dim(rater_cfg))}: delete the file to rebuild it")
+    return f.float(), rows
 
 # %% ../nbs/08_scoring.ipynb #54aa362e
 RATER_SCORE_COLUMNS = ('uid', 'score', 'rank', 'instance', 'group', 'batch', 'run_id')   # the columns of a table score_corpus writes
@@ -82,7 +113,8 @@ def score_corpus(cfg: ScoringConfig, text=None) -> Path:
     """Score the corpus of `cfg` with its rater; write the parquet table (uid, score, rank, instance, group, batch, run_id,
     and file_name for an imported corpus) atomically; return its path. Its run record names the corpus folder and its
     fingerprint. `text`: caption embeddings (a `TextBatch` in manifest order) if the caller has them,
-    else the corpus's cached MiniLM embeddings."""
+    else the corpus's cached MiniLM embeddings (`max_tokens` tokens). A `tokens` rater gets each batch's token states and
+    mask; an `effnet`/`randconv` rater the frozen features of its images, computed once per split (`split_image_features`)."""
     if not cfg.rater: raise ConfigError("ScoringConfig.rater: give the path of a rater checkpoint")
     if not cfg.corpus_dir: raise ConfigError("ScoringConfig.corpus_dir: give the corpus folder to score")
     log = get_logger('alchemist.scoring')
@@ -96,11 +128,15 @@ def score_corpus(cfg: ScoringConfig, text=None) -> Path:
     if out.exists() and not cfg.overwrite: raise FileExistsError(f"score table exists: {out} (set overwrite=True to rescore)")
     res = rater.cfg.resolution
     images = image_cache(corpus, res)                   # [N,H,W,3] uint8, memory-mapped
-    text = caption_embeddings(corpus) if text is None else text
+    text = caption_embeddings(corpus, max_tokens=cfg.max_tokens) if text is None else text
     if len(text.pooled) != len(man): raise ValueError(f"caption embeddings have {len(text.pooled)} rows, the manifest of {corpus} has {len(man)}")
     if text.uids is not None and list(text.uids[:5]) != man['uid'].astype(str).head(5).tolist():
         raise ValueError(f"caption cache of {corpus} is not in manifest order; delete {corpus/'cache'} and rebuild")
     rows = _scoring_rows(man, cfg.split, cfg.order_seed, f"scoring {corpus}")
+    tokens = rater.cfg.text_input == 'tokens'
+    if tokens and (text.tokens is None or text.tokens.ndim != 3 or len(text.tokens) != len(man)):
+        raise ValueError(f"rater {cfg.rater} reads caption tokens: the caption embeddings must carry tokens [N={len(man)},L,D]")
+    feats = split_image_features(corpus, man, cfg.split, images, rater.cfg, device=str(device))
     n, C = len(rows), rater.cfg.width
     inst, group, score = (np.empty(n, np.float32) for _ in range(3))
     batch = np.empty(n, np.int32)
@@ -108,8 +144,8 @@ def score_corpus(cfg: ScoringConfig, text=None) -> Path:
     rater.eval(); pos = 0
     with Timer() as tm, torch.inference_mode():
         nb = (n + cfg.batch_size - 1) // cfg.batch_size
-        for b, r, x, t in progress(_batches(images, text.pooled, rows, cfg.batch_size, device), desc=f'scoring {name}', total=nb):
-            h = rater.features(x, t)
+        for b, r, x, t, tok, m, f in progress(_batches(images, text, rows, cfg.batch_size, device, tokens, feats), desc=f'scoring {name}', total=nb):
+            h = rater.features(x, t, tok, m, f)
             k = len(r); sl = slice(pos, pos + k); pos += k
             batch[sl] = b
             if cfg.batch_independent:
