@@ -4,23 +4,26 @@
 
 # %% ../nbs/10_train.ipynb #b3350ca2
 from __future__ import annotations
-import csv, dataclasses, math, time
+import csv, dataclasses, json, math, os, sys, time
 from dataclasses import field
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['CKPT', 'TrainConfig', 'total_steps', 'BatchOrder', 'step_generator', 'EMA', 'save_checkpoint', 'load_checkpoint',
-           'snapshot_path', 'save_snapshot', 'load_trained', 'save_loss_curve', 'NonFiniteLoss', 'fit',
-           'load_train_data', 'default_run_dir', 'train']
+__all__ = ['CKPT', 'TrainConfig', 'total_steps', 'BatchOrder', 'step_generator', 'init_distributed', 'rank_rows', 'step_draws',
+           'EMA', 'save_checkpoint', 'load_checkpoint', 'snapshot_path', 'save_snapshot', 'load_trained',
+           'save_loss_curve', 'NonFiniteLoss', 'fit', 'load_train_data', 'default_run_dir', 'train', 'main']
 
 # %% ../nbs/10_train.ipynb #12291069
 import numpy as np
 import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 # %% ../nbs/10_train.ipynb #c682a2ea
 from .core import (Timer, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress, run_record,
-                            runs_dir, stable_hash, write_json)
+                            runs_dir, stable_hash, update_config, write_json)
 from .t2i import T2IConfig, T2IModel, build_t2i
 from .data import CorpusError, images_to_tensor, load_images, read_manifest, read_subset
 from .encoders import caption_embeddings, rows_for
@@ -90,6 +93,37 @@ class BatchOrder:
 def step_generator(seed: int, step: int, device='cpu') -> torch.Generator:
     "The generator of step `step`'s noise, timesteps and caption dropout."
     return torch.Generator(device=device).manual_seed(stable_hash(f'{seed}/{step}', 'noise') % 2**63)
+
+# %% ../nbs/10_train.ipynb #4616f0b7
+def init_distributed(device: str = 'auto') -> tuple[int, int, torch.device]:
+    """`(rank, world_size, device)` of this process. Under torchrun (`WORLD_SIZE` > 1) the default process group is
+    started once, nccl on CUDA (each rank on `cuda:LOCAL_RANK`) and gloo on CPU; a single process gets `(0, 1, device)`."""
+    dev = get_device(device)
+    if not dist.is_initialized():
+        if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return 0, 1, dev
+        if dev.type == 'cuda': torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))   # before nccl starts: one GPU a rank
+        dist.init_process_group(backend='nccl' if dev.type == 'cuda' else 'gloo')
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if dev.type == 'cuda' and world > 1: dev = torch.device('cuda', torch.cuda.current_device())
+    return rank, world, dev
+
+def rank_rows(batch: int, rank: int, world: int) -> slice:
+    "The rows of a global batch of `batch` that rank `rank` of `world` trains on (consecutive; `batch` must divide evenly)."
+    if batch % world: raise ValueError(f"TrainConfig.batch_size = {batch} is not a multiple of the {world} processes: each rank takes batch_size // world_size rows of the global batch")
+    b = batch // world
+    return slice(rank * b, (rank + 1) * b)
+
+def step_draws(model: T2IModel, batch: int, generator: torch.Generator, dtype=torch.float32) -> tuple:
+    "`(timesteps, noise, caption dropout or None)` of a global batch, drawn from `generator` in the order `per_sample_loss` draws them."
+    cfg, dev = model.cfg, generator.device
+    t = torch.randint(0, cfg.num_train_timesteps, (batch,), generator=generator, device=dev)
+    noise = torch.randn((batch, 3, cfg.resolution, cfg.resolution), generator=generator, device=dev, dtype=dtype)
+    drop = torch.rand(batch, generator=generator, device=dev) < cfg.cfg_dropout if model.training and cfg.cfg_dropout > 0 else None
+    return t, noise, drop
+
+def _drop_captions(tokens: torch.Tensor, mask: torch.Tensor, drop: torch.Tensor) -> tuple:
+    "Caption dropout as `per_sample_loss` applies it: dropped rows get zero tokens and an all-true mask."
+    return torch.where(drop[:, None, None], torch.zeros((), dtype=tokens.dtype, device=tokens.device), tokens), mask | drop[:, None]
 
 # %% ../nbs/10_train.ipynb #e4bc2ee8
 class EMA:
@@ -178,6 +212,12 @@ def save_loss_curve(run_dir: Path, history: list, title: str = '') -> tuple[Path
 class NonFiniteLoss(FloatingPointError):
     "The training loss became NaN or infinite."
 
+class _QuietBar:
+    "The progress bar of ranks other than 0 (one bar per run, not per process)."
+    def update(self, *a, **k): pass
+    def set_postfix(self, *a, **k): pass
+    def close(self): pass
+
 def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     "Learning rate at `step` of a `total`-step run."
     # why the 10% cap: under equal epochs a 20% subset gets few steps; a fixed 50-step warm-up would use all of them
@@ -191,7 +231,8 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
     traces of the model during training (Figure 3); it must leave the model in train mode."""
     cfg, log = _check_train_cfg(cfg), get_logger('alchemist.train')
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    dev = get_device(cfg.device)
+    rank, world, dev = init_distributed(cfg.device)
+    mine, lead = rank_rows(cfg.batch_size, rank, world), rank == 0   # lead: the rank that keeps the EMA and writes
     N = len(images)
     if N == 0: raise ValueError("empty training set: nothing to train on")
     if not (len(tokens) == len(mask) == len(uids) == N): raise ValueError(f"{N} images but {len(tokens)} token rows, {len(mask)} masks, {len(uids)} uids")
@@ -206,58 +247,67 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
 
     torch.manual_seed(cfg.seed)
     model = build_t2i(cfg.model, seed=cfg.seed).to(dev).train()
+    net = DDP(model, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else model   # DDP averages the ranks' gradients
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    ema = EMA(model, cfg.ema_decay)
+    ema = EMA(model, cfg.ema_decay) if lead else None
     step, history, resumed_from, last_ckpt = 0, [], None, None
     if cfg.resume and (run_dir/CKPT).exists():
         ck = load_checkpoint(run_dir)
         if ck['config'] != config_to_dict(cfg):
             diff = {k: (ck['config'].get(k), v) for k, v in config_to_dict(cfg).items() if ck['config'].get(k) != v}
             raise ValueError(f"{run_dir/CKPT} was written by another config (checkpoint vs now: {diff}); use another out_dir or resume=False")
-        model.load_state_dict(ck['model']); opt.load_state_dict(ck['opt']); ema.load_state_dict(ck['ema'])
+        model.load_state_dict(ck['model']); opt.load_state_dict(ck['opt'])
+        if ema: ema.load_state_dict(ck['ema'])
         step, history, resumed_from = ck['step'], list(ck['history']), ck['step']; last_ckpt = step
         torch.set_rng_state(ck['rng']['torch']); np.random.set_state(ck['rng']['numpy'])
-        log.info(f"resuming {run_dir} at step {step}/{T}")
+        if lead: log.info(f"resuming {run_dir} at step {step}/{T}" + (f" ({world} processes)" if world > 1 else ''))
     order = BatchOrder(N, cfg.batch_size, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     step_times, step_cpu = [], []
-    bar = progress(total=T, initial=step, desc=f"train {cfg.model.family}-{cfg.model.size} {r}px")
-    keep = {int(k) for k in cfg.keep_steps}
+    bar = progress(total=T, initial=step, desc=f"train {cfg.model.family}-{cfg.model.size} {r}px") if lead else _QuietBar()
+    keep = {int(k) for k in cfg.keep_steps} if lead else set()
+    on_step = on_step if lead else None
     if on_step is not None and step == 0: on_step(0, model)
     with Timer() as wall:
         while step < T:
             t0, c0 = time.perf_counter(), time.process_time()
-            idx = order(step).to(dev)
+            idx = order(step).to(dev)[mine]                                  # this rank's rows of the global batch
             x0 = images_to_tensor(imgs[idx])
             tk, mk = tokens[idx].float(), mask[idx]
+            t, noise, drop = step_draws(model, cfg.batch_size, step_generator(cfg.seed, step, dev), x0.dtype)
+            if drop is not None: tk, mk = _drop_captions(tk, mk, drop[mine])
             lr = _lr_at(cfg, step, T)
             for gp in opt.param_groups: gp['lr'] = lr
-            losses = model.per_sample_loss(x0, tk, mk, generator=step_generator(cfg.seed, step, dev))
-            if not torch.isfinite(losses).all():
+            losses = net(x0, tk, mk, timesteps=t[mine], noise=noise[mine], drop_captions=False)
+            loss = losses.mean()
+            total = losses.detach().sum()
+            if world > 1: dist.all_reduce(total)                              # every rank sees a NaN anywhere, and stops at the same step
+            if not torch.isfinite(total):
                 bad = [uids[i] for i in idx[~torch.isfinite(losses.detach())].tolist()]
                 bad_all = [uids[i] for i in idx.tolist()]
-                raise NonFiniteLoss(f"non-finite loss at step {step} (0-based) of {run_dir}; non-finite for uids {bad[:10]}; "
-                                    f"batch uids {bad_all[:16]}{' ...' if len(bad_all) > 16 else ''}. "
+                raise NonFiniteLoss(f"non-finite loss at step {step} (0-based) of {run_dir}" + (f" (rank {rank} of {world})" if world > 1 else '')
+                                    + f"; non-finite for uids {bad[:10]}; batch uids {bad_all[:16]}{' ...' if len(bad_all) > 16 else ''}. "
                                     + (f"The last good checkpoint {run_dir/CKPT} (step {last_ckpt}) is untouched." if last_ckpt is not None
                                        else "No checkpoint had been written yet."))
-            loss = losses.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip > 0: torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+            if cfg.grad_clip > 0: torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)   # the same averaged gradients on every rank
             opt.step()
-            ema.update(model, step)
+            if ema: ema.update(model, step)
             step += 1
-            history.append((step, loss.item(), lr))
+            history.append((step, loss.item() if world == 1 else total.item() / cfg.batch_size, lr))   # the global batch's mean loss
             step_times.append(time.perf_counter() - t0); step_cpu.append(time.process_time() - c0)
             if on_step is not None: on_step(step, model)   # after the timing: a trace is not training time
             if step in keep: save_snapshot(run_dir, ema, step, cfg)
             bar.update(1)
             if step % 50 == 0: bar.set_postfix(loss=f'{np.mean([h[1] for h in history[-50:]]):.4f}')
             if step % cfg.ckpt_every == 0 or step == T:
-                save_checkpoint(run_dir, model, ema, opt, step, cfg, history); last_ckpt = step
+                if lead: save_checkpoint(run_dir, model, ema, opt, step, cfg, history, extra=dict(world_size=world))
+                if world > 1: dist.barrier()                                  # nobody runs ahead of, or leaves before, the checkpoint
+                last_ckpt = step
                 if stop_at is not None and step >= stop_at: break
     bar.close()
-    save_loss_curve(run_dir, history, title=f"{cfg.model.family}-{cfg.model.size} {r}px, {N} images, seed {cfg.seed}")
+    if lead: save_loss_curve(run_dir, history, title=f"{cfg.model.family}-{cfg.model.size} {r}px, {N} images, seed {cfg.seed}")
     tail = [h[1] for h in history[-max(1, len(history) // 10):]]
     k = 1 if len(step_times) > 2 else 0                                # the first step pays one-off allocations
     steady, steady_cpu = step_times[k:], step_cpu[k:]
@@ -266,9 +316,12 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
                images_per_s=cfg.batch_size * len(steady) / sum(steady) if steady else float('nan'),
                images_per_cpu_s=cfg.batch_size * len(steady_cpu) / sum(steady_cpu) if steady_cpu and sum(steady_cpu) > 0 else float('nan'),
                images_per_s_wall=cfg.batch_size * len(step_times) / wall.wall if step_times else float('nan'),
-               wall_s=wall.wall, cpu_ratio=wall.cpu_ratio, resumed_from=resumed_from, n_params=model.n_params())
-    write_json(run_dir/'train.json', run_record(cfg, result=res))
-    log.info(f"trained {step}/{T} steps on {N} images: loss {res['final_loss']:.4f}, {res['images_per_s']:.1f} images/s (cpu ratio {wall.cpu_ratio:.2f})")
+               wall_s=wall.wall, cpu_ratio=wall.cpu_ratio, resumed_from=resumed_from, n_params=model.n_params(), world_size=world)
+    if lead:
+        write_json(run_dir/'train.json', run_record(cfg, result=res))
+        log.info(f"trained {step}/{T} steps on {N} images" + (f" in {world} processes" if world > 1 else '')
+                 + f": loss {res['final_loss']:.4f}, {res['images_per_s']:.1f} images/s (cpu ratio {wall.cpu_ratio:.2f})")
+    if world > 1: dist.barrier()   # train.json is written before any rank returns
     return res
 
 # %% ../nbs/10_train.ipynb #c44f6c65
@@ -295,5 +348,27 @@ def train(cfg: TrainConfig | dict, stop_at: int | None = None) -> dict:
     if isinstance(cfg, dict): cfg = config_from_dict(TrainConfig, cfg)
     _check_train_cfg(cfg)
     run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)
-    images, tokens, mask, uids = load_train_data(cfg)
-    return fit(cfg, images, tokens, mask, uids, run_dir, stop_at=stop_at)
+    rank, world, _ = init_distributed(cfg.device)
+    if rank == 0: data = load_train_data(cfg)           # builds the image and caption caches once ...
+    if world > 1: dist.barrier()
+    if rank != 0: data = load_train_data(cfg)           # ... the other ranks then read them
+    return fit(cfg, *data, run_dir, stop_at=stop_at)
+
+def _value(v: str):
+    "A command-line value: JSON when it parses (`1e-3`, `[0.9, 0.99]`, `true`), else YAML (`True`, `cpu`)."
+    try: return json.loads(v)
+    except json.JSONDecodeError: return yaml.safe_load(v)
+
+def main(argv: list | None = None) -> dict:
+    """`python -m alchemist.train [config.yaml] key=value ...` (dotted keys reach the model: `model.resolution=16`),
+    or the same under `torchrun --nproc_per_node N -m alchemist.train ...`: train and print the result on rank 0."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = {} if not argv or '=' in argv[0] else yaml.safe_load(Path(argv.pop(0)).read_text()) or {}
+    bad = [a for a in argv if '=' not in a]
+    if bad: raise ValueError(f"expected key=value arguments after the optional config file, got {bad}")
+    cfg = update_config(config_from_dict(TrainConfig, cfg), {k: _value(v) for k, v in (a.split('=', 1) for a in argv)})
+    res = train(cfg)
+    if int(os.environ.get('RANK', '0')) == 0: print(json.dumps(res, indent=1, default=str))
+    return res
+
+if __name__ == '__main__' and '__file__' in globals(): main()   # `python -m alchemist.train` (a notebook kernel has no __file__)
