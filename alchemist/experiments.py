@@ -23,6 +23,7 @@ from .core import (ConfigError, Timer, cache_key, check_device, check_profile, c
                             data_dir, get_logger, get_profile, read_json, run_record, runs_dir, seed_everything, stale_reason, stable_hash,
                             write_json)
 from .baselines import BASELINES, BaselineConfig, score_baseline
+from . import bilevel as _bilevel
 from .bilevel import MODES, MetaConfig, learning_config, meta_train, reference_uids
 from .data import manifest_fingerprint, name_scores, read_manifest, read_scores, read_subset, scores_path, work_view, write_subset
 from .encoders import caption_embeddings
@@ -57,18 +58,23 @@ def meta_config(cfg: ExperimentConfig, corpus_dir: str | Path = '', batch: int =
     W = 'ExperimentConfig.meta'
     over = dict(cfg.meta); rover = over.pop('rater', {})
     if not isinstance(rover, dict): raise ConfigError(f"{W}.rater must be a mapping of RaterConfig fields, got {rover!r}")
-    names = {f.name for f in dataclasses.fields(MetaConfig)}; rnames = {f.name for f in dataclasses.fields(RaterConfig)}
+    names = {f.name for f in dataclasses.fields(_bilevel.MetaConfig)}; rnames = {f.name for f in dataclasses.fields(RaterConfig)}
     bad = [m for m in [_meta_key_error(k, names, _META_OWN, W) for k in over] + [_meta_key_error(k, rnames, _RATER_OWN, f'{W}.rater') for k in rover] if m]
     if bad: raise ConfigError('; '.join(bad))
     rater = {**rover, 'resolution': cfg.resolution, 'group_mlp': cfg.group_mlp, **parse_rater_inputs(cfg.rater_inputs)}
     own = dict(mode=cfg.meta_mode, corpus=str(corpus_dir), resolution=cfg.resolution, proxy_size=cfg.proxy_size, rater=rater,
                epochs=cfg.meta_epochs, batch=batch or cfg.meta_batch, seed=cfg.seed, device=cfg.device, heldout=cfg.heldout, out_dir=str(out_dir))
     try:
-        if cfg.meta_preset == 'learning': return learning_config(own.pop('mode'), **own, **over)
-        return config_from_dict(MetaConfig, {**own, **over}, where=W)
+        if cfg.meta_preset == 'learning': m = learning_config(own.pop('mode'), **own, **over)
+        else: m = config_from_dict(_bilevel.MetaConfig, {**own, **over}, where=W)
     except ConfigError as e:   # a MetaConfig check (a value, or options that do not go together): say where it was set
         if str(e).startswith(W): raise
         raise ConfigError(f"{W} (meta_preset={cfg.meta_preset!r}, meta_mode={cfg.meta_mode!r}): {e}") from None
+    # built again through this module's `MetaConfig` from the values that are not the class's defaults, as it always was:
+    # what the experiment leaves alone follows MetaConfig's defaults (tests stand a changed default in for the class)
+    d = {f.name: getattr(m, f.name) for f in dataclasses.fields(m)
+         if getattr(m, f.name) != (f.default_factory() if f.default is dataclasses.MISSING else f.default)}
+    return MetaConfig(**d)
 
 def _flat(d: dict, prefix: str = '') -> dict:
     out = {}
