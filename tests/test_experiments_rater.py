@@ -118,8 +118,9 @@ def test_scoring_tokens_and_frozen_feature_raters(corpus, inputs, monkeypatch):
     extra = dict(effnet_size=64) if inputs.startswith('effnet') else {}   # 64 px: the same code path as 224, a tenth of the work
     rt = R.Rater(R.RaterConfig(resolution=16, width=16, depth=2, **R.rater_inputs(inputs), **extra))
     with torch.no_grad():
-        for p in rt.parameters(): p.mul_(3.0)                               # non-trivial heads: batch statistics matter
-        if inputs.endswith('tokens'): rt.token_query.normal_()              # not the masked mean it starts from
+        # non-trivial weights everywhere: batch statistics matter, and the caption does (FiLM and the token query start at 0)
+        for p in rt.parameters(): p.mul_(3.0).add_(torch.randn_like(p) * 0.1)
+        if inputs.endswith('tokens'): rt.token_query.normal_()
     ck = R.save_rater(rt, corpus.parent/f'{inputs}.pt', corpus=dict(name='toy', resolution=16))
     text = caption_embeddings(corpus)
     calls = []
@@ -148,7 +149,9 @@ def test_scoring_tokens_and_frozen_feature_raters(corpus, inputs, monkeypatch):
 def test_scoring_a_tokens_rater_reads_its_max_tokens(corpus):
     "A 'tokens' rater trained on 8 caption tokens reads 8 (a cache of its own); the default 16 is every other rater's cache."
     rt = R.Rater(R.RaterConfig(resolution=16, width=16, depth=2, text_input='tokens'))
-    with torch.no_grad(): rt.token_query.normal_()
+    with torch.no_grad():
+        for p in rt.parameters(): p.add_(torch.randn_like(p) * 0.1)
+        rt.token_query.normal_()
     ck = R.save_rater(rt, corpus.parent/'tok8.pt', corpus=dict(name='toy', resolution=16))
     kw = dict(rater=str(ck), corpus_dir=str(corpus), batch_size=16, device='cpu')
     a = read_scores(SC.score_corpus(config_from_dict(SC.ScoringConfig, dict(kw, max_tokens=8, out=str(corpus.parent/'t8.parquet')))))
