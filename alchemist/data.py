@@ -65,9 +65,10 @@ def _png_bytes(image) -> bytes:
 # a member name of any length fits (webdataset's default USTAR format refuses names over 100 characters)
 _TAR_KW = dict(encoder=False, mtime=0, mode=0o644, user='', group='', format='PAX_FORMAT')
 
-def _shard_writer(pattern: str | Path, shard_size: int, post=None) -> wds.ShardWriter:
-    "A `wds.ShardWriter` of raw-bytes samples, `shard_size` samples a shard (never split by size), quiet."
-    return wds.ShardWriter(str(pattern), maxcount=shard_size, maxsize=float('inf'), verbose=0, post=post, **_TAR_KW)
+def _shard_writer(folder: Path, shard_size: int, post=None) -> wds.ShardWriter:
+    "A `wds.ShardWriter` of raw-bytes samples into `folder/shard-000000.tar` ..., `shard_size` samples a shard (never split by size), quiet."
+    pattern = str(folder).replace('%', '%%') + '/shard-%06d.tar'   # the writer %-formats the whole path: a '%' in a folder name is kept
+    return wds.ShardWriter(pattern, maxcount=shard_size, maxsize=float('inf'), verbose=0, post=post, **_TAR_KW)
 
 _META_KEYS = ('uid', 'image', 'caption')
 
@@ -107,7 +108,7 @@ def write_corpus(samples: Iterable[dict], out_dir: str | Path, shard_size: int =
         (tmp/'shards').mkdir()
         rows, seen = [], set()
         content = hashlib.blake2b(digest_size=16)   # of every member written: two corpora with the same manifest but other pixels differ
-        with _shard_writer(tmp/'shards'/'shard-%06d.tar', shard_size) as sw:
+        with _shard_writer(tmp/'shards', shard_size) as sw:
             for s in progress(samples, desc=f'writing {out_dir.name}', total=total):
                 row = _manifest_row(s, split_cfg)
                 if row['uid'] in seen: raise CorpusError(f"duplicate uid {row['uid']!r}")
@@ -760,7 +761,7 @@ def export_subset(corpus_dir: str | Path, subset, out_dir: str | Path, fmt: str 
         else:
             def stats(fname):   # img2dataset's sidecar, written as each shard is closed (the writer's count is still that shard's)
                 write_json(Path(fname).with_name(Path(fname).stem + '_stats.json'), dict(count=sw.count, successes=sw.count, failed_to_download=0))
-            with _shard_writer(tmp/'shard-%06d.tar', shard_size, post=stats) as sw:
+            with _shard_writer(tmp, shard_size, post=stats) as sw:
                 for uid, g in progress(_raw_pairs(corpus_dir, rows), desc=f'exporting {out_dir.name}', total=len(rows)):
                     m = json.loads(g.get('json', b'{}'))
                     m.update(key=uid, uid=uid, caption=info.at[uid, 'caption'], file_name=orig.at[uid], status='success')
