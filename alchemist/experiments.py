@@ -199,7 +199,7 @@ def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
 NON_RESULT_FIELDS = ('out_dir', 'device', 'work_dir', 'ckpt_every')   # where and how often a run writes: not what it computes
 # fields added after runs were recorded, at their defaults (which compute what the runs before them did): left out of a run's
 # identity, so every existing run folder, cache key and hash stays as it was
-NEUTRAL_DEFAULTS = dict(meta_preset='', meta={}, rater_inputs='pixels+pooled')
+NEUTRAL_DEFAULTS = dict(meta_preset='', meta={}, rater_inputs='pixels+pooled', work_dir='', ckpt_every=200)   # fields added after runs finished: at these values a run keeps its identity
 
 def identity_dict(cfg: ExperimentConfig, exclude=()) -> dict:
     "The fields of `cfg` that make a run what it is: all (as JSON values), minus `exclude` and the `NEUTRAL_DEFAULTS` fields at their defaults."

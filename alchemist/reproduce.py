@@ -4,15 +4,16 @@
 
 # %% ../nbs/13b_reproduce.ipynb #9ff5bfc2
 from __future__ import annotations
-import ast, contextlib, dataclasses, difflib, hashlib, json, os, re, resource, shutil, subprocess, time
+import ast, contextlib, dataclasses, difflib, hashlib, json, os, re, resource, shutil, subprocess, sys, time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['DOWNSTREAM', 'TABLES', 'DRIVER_PARAMS', 'Table', 'experiments_dir', 'get_table', 'template_params', 'load_sets',
-           'experiment_config_cls', 'check_sets', 'run_id', 'Run', 'plan', 'RunFailure', 'execute_run', 'finished_runs',
-           'reuse_run', 'result_row', 'collect', 'commit_results', 'ReproduceResult', 'reproduce']
+           'experiment_config_cls', 'check_sets', 'run_id', 'Run', 'neutral_defaults', 'drop_neutral', 'plan',
+           'RunFailure', 'execute_run', 'finished_runs', 'reuse_run', 'result_row', 'collect', 'commit_results',
+           'ReproduceResult', 'reproduce']
 
 # %% ../nbs/13b_reproduce.ipynb #c097bf84
 import pandas as pd
@@ -186,6 +187,15 @@ class Run:
     @property
     def done(self) -> bool: return (self.dir/'metrics.json').exists()
 
+def neutral_defaults(config_cls) -> dict:
+    "Fields of `config_cls` that leave a run's identity unchanged at their default: its module's `NEUTRAL_DEFAULTS`, if any."
+    # why: a field added after runs finished (the rater options of issue 17) must neither rename those runs nor hide them from reuse
+    return dict(getattr(sys.modules.get(config_cls.__module__), 'NEUTRAL_DEFAULTS', {}) or {})
+
+def drop_neutral(params: dict, neutral: dict) -> dict:
+    "`params` without the `neutral` fields that are at their neutral default."
+    return {k: v for k, v in params.items() if not (k in neutral and v == neutral[k])}
+
 def plan(table: str, profile: str, runs_root: str | Path | None = None, templates_dir: str | Path | None = None,
          config_cls=None) -> list[Run]:
     "Validate the YAML of `table` for `profile` and return its runs (nothing is executed)."
@@ -195,12 +205,14 @@ def plan(table: str, profile: str, runs_root: str | Path | None = None, template
     pairs = _load_pairs(tdir/t.yaml, profile)
     sets, own = [p[0] for p in pairs], [p[1] for p in pairs]
     if not sets: raise ConfigError(f"{tdir/t.yaml}: profile '{profile}' lists no parameter sets")
-    eff = check_sets(t, sets, params, config_cls or experiment_config_cls(), where=str(tdir/t.yaml))
-    root = Path(runs_root or runs_dir())/t.name/profile
     cls = config_cls or experiment_config_cls()
+    neutral = neutral_defaults(cls)
+    eff = [drop_neutral(e, neutral) for e in check_sets(t, sets, params, cls, where=str(tdir/t.yaml))]
+    root = Path(runs_root or runs_dir())/t.name/profile
     def key(e):
         c = config_from_dict(cls, {k: v for k, v in {**e, 'profile': profile}.items() if k not in t.extra_params})
-        return json.dumps({k: v for k, v in dataclasses.asdict(c).items() if k != 'out_dir'}, sort_keys=True, default=str)
+        d = drop_neutral(dataclasses.asdict(c), neutral)
+        return json.dumps({k: v for k, v in d.items() if k != 'out_dir'}, sort_keys=True, default=str)
     runs = [Run(t.name, profile, run_id(e, s), e, root/run_id(e, s), key(e)) for e, s in zip(eff, own)]
     dup = {r.run_id for r in runs if sum(q.run_id == r.run_id for q in runs) > 1}
     if dup: raise ConfigError(f"{tdir/t.yaml}: profile '{profile}' repeats parameter set(s) {sorted(dup)}")

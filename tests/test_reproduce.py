@@ -314,3 +314,17 @@ def test_budget_compute_floor_counts_executed_runs_only(tmp_path):
     assert abs(fl['train_h'] - 6400 * 2 / 3600) < 1e-9 and abs(fl['sample_h'] - 80 / 3600) < 1e-9
     assert abs(pb.measured_hours('p', tmp_path) - 1.75) < 1e-9
     assert pb.executed_rows('nothing', tmp_path).empty
+
+
+def test_neutral_fields_keep_run_identity(tmp_path):
+    "Fields added after runs finished (ExperimentConfig's NEUTRAL_DEFAULTS) neither rename nor re-key a run at their default."
+    import shutil
+    from alchemist.experiments import NEUTRAL_DEFAULTS
+    tdir = tmp_path/'experiments'; shutil.copytree(rp.experiments_dir(), tdir)
+    assert 'meta_preset' in rp.template_params(tdir/rp.DOWNSTREAM)          # the template declares them
+    (tdir/'T1_selection.yaml').write_text(
+        "profiles:\n  quick: [{method: random}, {method: random, meta_preset: learning}, {method: random, meta_preset: '', seed: 1}]\n")
+    plain, learning, explicit = rp.plan('T1', 'quick', runs_root=tmp_path/'runs', templates_dir=tdir)
+    assert not set(plain.params) & set(NEUTRAL_DEFAULTS) and 'meta_preset' not in json.loads(plain.config_key)
+    assert learning.params['meta_preset'] == 'learning' and learning.config_key != plain.config_key
+    assert json.loads(explicit.config_key) == {**json.loads(plain.config_key), 'seed': 1}   # '' given explicitly = not given
