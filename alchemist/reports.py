@@ -121,7 +121,8 @@ def mean_std_table(df: pd.DataFrame, by: list[str], metrics: list[str] | None = 
     wide = s.pivot_table(index=by or None, columns='metric', values='cell', aggfunc='first', sort=False) if by else \
            s.set_index('metric')['cell'].to_frame().T
     wide = wide[[heads.get(m, m.removeprefix('metrics.')) for m in metrics]]
-    seeds = s.groupby(by, sort=False)['n'].max() if by else pd.Series([s['n'].max()])
+    # aligned on the group keys: pivot_table and groupby need not list the groups in the same order
+    seeds = s.groupby(by, sort=False, dropna=False)['n'].max().reindex(wide.index) if by else pd.Series([s['n'].max()])
     wide.insert(0, 'seeds', seeds.values)
     return wide.reset_index() if by else wide.reset_index(drop=True)
 
