@@ -12,8 +12,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['DOWNSTREAM', 'TABLES', 'DRIVER_PARAMS', 'Table', 'experiments_dir', 'get_table', 'template_params', 'load_sets',
            'experiment_config_cls', 'check_sets', 'run_id', 'Run', 'neutral_defaults', 'drop_neutral', 'plan',
-           'RunFailure', 'execute_run', 'finished_runs', 'reuse_run', 'result_row', 'collect', 'commit_results',
-           'ReproduceResult', 'reproduce']
+           'RunFailure', 'execute_run', 'finished_runs', 'reuse_run', 'result_row', 'collect', 'restore_runs',
+           'commit_results', 'ReproduceResult', 'reproduce']
 
 # %% ../nbs/13b_reproduce.ipynb #c097bf84
 import pandas as pd
@@ -263,7 +263,7 @@ def finished_runs(runs_root: str | Path | None, profile: str) -> dict[str, Path]
         try: r = read_json(rj)
         except (ValueError, FileNotFoundError): continue
         t = TABLES.get(r.get('table'))
-        if t and t.shares_runs and r.get('status') in ('done', 'reused') and r.get('config_key'): idx.setdefault(r['config_key'], rj.parent)
+        if t and t.shares_runs and r.get('status') in ('done', 'reused', 'restored') and r.get('config_key'): idx.setdefault(r['config_key'], rj.parent)
     return idx
 
 def reuse_run(run: Run, src: Path) -> None:
@@ -325,6 +325,60 @@ def collect(table: str, profile: str, run_ids: list[str] | None = None, runs_roo
     if recs:
         with atomic_path(out.with_name(f"{t.name}_{profile}_records.csv")) as tmp: pd.DataFrame(recs).to_csv(tmp, index=False)
     return out
+
+# %% ../nbs/13b_reproduce.ipynb #5b00b854
+def _cell(v):
+    "A CSV cell as the JSON value it was written from (NaN = absent, JSON lists parsed back); None when absent."
+    if v is None or (isinstance(v, float) and v != v): return None
+    if hasattr(v, 'item'): v = v.item()
+    if isinstance(v, str) and v[:1] in '[{':
+        try: return json.loads(v)
+        except json.JSONDecodeError: return v
+    return v
+
+def _unflat(row: dict, prefix: str = '') -> dict:
+    "Inverse of `_flat` over the keys starting with `prefix` (absent cells dropped)."
+    out = {}
+    for k, v in row.items():
+        if not k.startswith(prefix) or (v := _cell(v)) is None: continue
+        *path, leaf = k[len(prefix):].split('.')
+        d = out
+        for p in path: d = d.setdefault(p, {})
+        d[leaf] = v
+    return out
+
+def restore_runs(runs: list[Run], results_dir: str | Path | None = None, write: bool = True) -> list[str]:
+    """Rebuild the folders of `runs` (one table and profile) that have a row in the table's results CSV but no `metrics.json`;
+    returns the restored run ids (with `write=False` only which would be: a dry run writes nothing). Errors name the CSV."""
+    if not runs: return []
+    csv = Path(results_dir or reports_dir()/'results')/f"{runs[0].table}_{runs[0].profile}.csv"
+    if not csv.exists(): return []
+    todo = {r.run_id: r for r in runs if not r.done}
+    if not todo: return []
+    try: df = pd.read_csv(csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e: raise ValueError(f"{csv}: not a readable results CSV ({e})") from e
+    if 'run_id' not in df: raise ValueError(f"{csv}: no run_id column")
+    df = df[df.run_id.isin(list(todo))]
+    if df.empty or not write: return df.run_id.tolist()
+    rcsv = csv.with_name(f"{csv.stem}_records.csv")
+    recs = pd.read_csv(rcsv) if rcsv.exists() else pd.DataFrame(columns=['run_id'])
+    done = []
+    for row in df.to_dict('records'):
+        r = todo[row['run_id']]
+        metrics = _unflat(row, 'metrics.')
+        skip = {'run_id', *r.params}
+        rr = [_unflat({k: v for k, v in x.items() if k not in skip}) for x in recs[recs.run_id == r.run_id].to_dict('records')]
+        if rr: metrics['records'] = rr
+        config = _cell(row.get('config'))
+        r.dir.mkdir(parents=True, exist_ok=True)
+        rec = dict(table=r.table, profile=r.profile, run_id=r.run_id, params=r.params, config_key=r.config_key, template=None,
+                   git=_cell(row.get('git')), machine=_cell(row.get('machine')), started=_cell(row.get('date')), status='restored',
+                   reused_from=_cell(row.get('reused_from')), restored_from=str(csv), wall_s=_cell(row.get('wall_s')),
+                   cpu_ratio=_cell(row.get('cpu_ratio')), error=None)
+        write_json(r.dir/'run.json', rec)
+        write_json(r.dir/'metrics.json', dict(metrics=metrics, config=config if isinstance(config, dict) else r.params))   # last: marks it finished
+        done.append(r.run_id)
+    return done
 
 # %% ../nbs/13b_reproduce.ipynb #16b0ef4d
 def commit_results(csv: str | Path, message: str, retries: int = 20) -> bool:
@@ -390,8 +444,10 @@ def reproduce(table: str = 'all', profile: str = 'smoke', on_error: str = 'conti
     if only: plans = {n: [r for r in rs if re.search(only, r.run_id)] for n, rs in plans.items()}
     res, stop = ReproduceResult(), False
     for n, runs in plans.items():
-        todo = [r for r in runs if not r.done]
-        res.skipped += [r.run_id for r in runs if r.done]
+        restored = restore_runs(runs, results_dir, write=not dry_run)
+        if restored: log.info(f"{n}/{profile}: {len(restored)} finished runs restored from the committed results CSV")
+        todo = [r for r in runs if not (r.done or r.run_id in restored)]
+        res.skipped += [r.run_id for r in runs if r not in todo]
         log.info(f"{n}/{profile}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
         if dry_run:
             res.not_run += [r.run_id for r in todo]; continue
