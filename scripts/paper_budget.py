@@ -22,8 +22,11 @@ import argparse, datetime, json, os, platform, subprocess, sys
 from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))   # bench_t2i (FLOP counting, DESIGN.md's matmul figure)
-from alchemist.reproduce import TABLES, plan, finished_runs
+from alchemist.reproduce import TABLES, plan, finished_runs, restore_runs
 from alchemist.experiments import RATER_SAMPLERS
 
 # one-thread training images/s at 32 px, UNet s measured (T3 paper runs: 32-35 img/s); others scaled by bench ratios
@@ -78,16 +81,26 @@ def budget(profile: str):
     "Per table: runs (shared runs counted once, where first listed), finished runs, estimated and measured seconds."
     seen, raters = set(), set()
     done_keys = finished_runs(None, profile)
+    plans = {name: plan(name, profile) for name in TABLES}
+    # runs recorded in the committed results CSVs count as finished even where runs/ is empty (a new clone): reproduce restores them
+    recorded = {}
+    for name, runs in plans.items():
+        ids = set(restore_runs(runs, write=False))
+        if not ids: continue
+        csv = REPO/'reports/results'/f'{name}_{profile}.csv'
+        wall = pd.read_csv(csv).set_index('run_id')['wall_s'].to_dict() if csv.exists() else {}
+        for r in runs:
+            if r.run_id in ids: recorded[r.run_id] = wall.get(r.run_id, 0.0); done_keys.setdefault(r.config_key, r.run_id)
     per = defaultdict(lambda: dict(runs=0, done=0, raters=0, est=0.0, est_left=0.0, measured=0.0, est_of_done=0.0))
     corpora = set()
     for name, t in TABLES.items():
-        for r in plan(name, profile):
+        for r in plans[name]:
             c = json.loads(r.config_key)
             if t.shares_runs:
                 if r.config_key in seen: continue
                 seen.add(r.config_key)
             corpora.add(c['corpus'])
-            done_dir = r.dir if r.done else done_keys.get(r.config_key) if t.shares_runs else None
+            done_dir = r.dir if r.done else r.run_id if r.run_id in recorded else done_keys.get(r.config_key) if t.shares_runs else None
             s, rk = run_cost(c, not t.shares_runs, name)
             if rk is not None and rk not in raters:   # a rater is trained once, by the first run that needs it
                 raters.add(rk); per[name]['raters'] += 1; s_rater = rater_cost(rk)
@@ -95,6 +108,8 @@ def budget(profile: str):
             p = per[name]; p['runs'] += 1; p['est'] += s + s_rater
             if done_dir is None: p['est_left'] += s + s_rater; continue
             p['done'] += 1; p['est_of_done'] += s
+            if isinstance(done_dir, str) or r.run_id in recorded:   # recorded in a CSV only: its row has the wall time
+                p['measured'] += float(recorded.get(r.run_id if r.run_id in recorded else done_dir, 0) or 0); continue
             try: p['measured'] += float(json.loads((Path(done_dir)/'run.json').read_text()).get('wall_s', 0) or 0)
             except (OSError, ValueError): pass
     return per, corpora
