@@ -827,4 +827,5 @@ d = { 'settings': { 'branch': 'main',
                                  'alchemist.train.step_draws': ('train.html#step_draws', 'alchemist/train.py'),
                                  'alchemist.train.step_generator': ('train.html#step_generator', 'alchemist/train.py'),
                                  'alchemist.train.total_steps': ('train.html#total_steps', 'alchemist/train.py'),
-                                 'alchemist.train.train': ('train.html#train', 'alchemist/train.py')}}}
+                                 'alchemist.train.train': ('train.html#train', 'alchemist/train.py'),
+                                 'alchemist.train.train_identity': ('train.html#train_identity', 'alchemist/train.py')}}}

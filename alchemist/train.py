@@ -4,15 +4,16 @@
 
 # %% ../nbs/10_train.ipynb #b3350ca2
 from __future__ import annotations
-import csv, dataclasses, json, math, os, sys, time
+import contextlib, csv, dataclasses, json, math, os, sys, time
 from dataclasses import field
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['CKPT', 'TrainConfig', 'total_steps', 'BatchOrder', 'step_generator', 'init_distributed', 'rank_rows', 'step_draws',
-           'EMA', 'save_checkpoint', 'load_checkpoint', 'snapshot_path', 'save_snapshot', 'load_trained',
-           'save_loss_curve', 'NonFiniteLoss', 'fit', 'load_train_data', 'default_run_dir', 'train', 'main']
+__all__ = ['TRAIN_NEUTRAL', 'CKPT', 'TrainConfig', 'train_identity', 'total_steps', 'BatchOrder', 'step_generator',
+           'init_distributed', 'rank_rows', 'step_draws', 'EMA', 'save_checkpoint', 'load_checkpoint', 'snapshot_path',
+           'save_snapshot', 'load_trained', 'save_loss_curve', 'NonFiniteLoss', 'fit', 'load_train_data',
+           'default_run_dir', 'train', 'main']
 
 # %% ../nbs/10_train.ipynb #12291069
 import numpy as np
@@ -52,8 +53,18 @@ class TrainConfig:
     resume: bool = True                    # continue from out_dir/checkpoint.pt when it exists
     seed: int = 0                          # seeds weights, batch order and noise
     device: str = 'auto'                   # 'auto' | 'cpu' | 'cuda'
+    precision: str = 'fp32'                # 'fp32' | 'bf16': bf16 autocast of the forward pass (weights, optimiser and loss stay fp32);
+                                           # measure before using it (`scripts/paper_budget.py --bf16`): on a CPU without bf16 units it is slower
+
+# Fields added after runs were written: at these values a config is the one those runs had (checkpoints resume, run folders keep their names)
+TRAIN_NEUTRAL = dict(precision='fp32')
+
+def train_identity(cfg: TrainConfig) -> dict:
+    "`config_to_dict(cfg)` without the `TRAIN_NEUTRAL` fields at their neutral value: what checkpoints and run-folder names compare."
+    return {k: v for k, v in config_to_dict(cfg).items() if not (k in TRAIN_NEUTRAL and v == TRAIN_NEUTRAL[k])}
 
 def _check_train_cfg(cfg: TrainConfig) -> TrainConfig:
+    if cfg.precision not in ('fp32', 'bf16'): raise ValueError(f"TrainConfig.precision must be 'fp32' or 'bf16', got {cfg.precision!r}")
     if cfg.budget not in ('epochs', 'steps'): raise ValueError(f"TrainConfig.budget must be 'epochs' or 'steps', got {cfg.budget!r}")
     if cfg.batch_size < 1: raise ValueError(f"TrainConfig.batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.ckpt_every < 1: raise ValueError(f"TrainConfig.ckpt_every must be >= 1, got {cfg.ckpt_every}")
@@ -238,7 +249,11 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
     if not (len(tokens) == len(mask) == len(uids) == N): raise ValueError(f"{N} images but {len(tokens)} token rows, {len(mask)} masks, {len(uids)} uids")
     r = cfg.model.resolution
     if tuple(images.shape[1:]) != (r, r, 3): raise ValueError(f"images must be [N,{r},{r},3] uint8 for resolution {r}, got {tuple(images.shape)}")
-    imgs = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images).to(dev)
+    imgs = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+    imgs = (imgs.pin_memory() if dev.type == 'cuda' else imgs).to(dev, non_blocking=True)   # the whole uint8 set lives on the device
+    # bf16 autocast on request; the attention kernel is the device's default (flash / memory-efficient on CUDA): plain training
+    # needs no double backward, only the meta-gradients of alchemist.bilevel do, and they pick the math kernel themselves
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.precision == 'bf16' else contextlib.nullcontext()
     if imgs.dtype != torch.uint8: raise ValueError(f"images must be uint8, got {imgs.dtype}")
     mask = torch.as_tensor(mask).bool()
     L = int(mask.any(0).nonzero().max().item()) + 1 if mask.any() else 1    # drop token columns that are padding everywhere
@@ -253,8 +268,9 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
     step, history, resumed_from, last_ckpt = 0, [], None, None
     if cfg.resume and (run_dir/CKPT).exists():
         ck = load_checkpoint(run_dir)
-        if ck['config'] != config_to_dict(cfg):
-            diff = {k: (ck['config'].get(k), v) for k, v in config_to_dict(cfg).items() if ck['config'].get(k) != v}
+        saved = {k: v for k, v in ck['config'].items() if not (k in TRAIN_NEUTRAL and v == TRAIN_NEUTRAL[k])}
+        if saved != train_identity(cfg):
+            diff = {k: (saved.get(k), v) for k, v in train_identity(cfg).items() if saved.get(k) != v}
             raise ValueError(f"{run_dir/CKPT} was written by another config (checkpoint vs now: {diff}); use another out_dir or resume=False")
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['opt'])
         if ema: ema.load_state_dict(ck['ema'])
@@ -278,7 +294,8 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
             if drop is not None: tk, mk = _drop_captions(tk, mk, drop[mine])
             lr = _lr_at(cfg, step, T)
             for gp in opt.param_groups: gp['lr'] = lr
-            losses = net(x0, tk, mk, timesteps=t[mine], noise=noise[mine], drop_captions=False)
+            with autocast:
+                losses = net(x0, tk, mk, timesteps=t[mine], noise=noise[mine], drop_captions=False).float()
             loss = losses.mean()
             total = losses.detach().sum()
             if world > 1: dist.all_reduce(total)                              # every rank sees a NaN anywhere, and stops at the same step
@@ -341,7 +358,7 @@ def load_train_data(cfg: TrainConfig):
     return images, tb.tokens, tb.mask, got
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    return runs_dir()/'train'/f"{cfg.model.family}-{cfg.model.size}-{cfg.model.resolution}px-{stable_hash(str(config_to_dict(cfg))):016x}"
+    return runs_dir()/'train'/f"{cfg.model.family}-{cfg.model.size}-{cfg.model.resolution}px-{stable_hash(str(train_identity(cfg))):016x}"
 
 def train(cfg: TrainConfig | dict, stop_at: int | None = None) -> dict:
     "Train a fresh T2I model on `cfg.subset` of `cfg.corpus_dir`; returns run_dir, checkpoint, steps, final_loss, images_per_s, ..."
