@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 # %% auto #0
-__all__ = ['PROFILES', 'ConfigError', 'check_device', 'check_types', 'config_from_dict', 'config_to_dict', 'update_config',
-           'config_help', 'Profile', 'check_profile', 'get_profile', 'seed_everything', 'get_device', 'repo_root',
-           'data_dir', 'runs_dir', 'reports_dir', 'WriteError', 'what_to_do', 'normal_permissions', 'atomic_path',
-           'to_json', 'write_json', 'read_json', 'stable_hash', 'stable_unit', 'get_logger', 'progress', 'Timer',
-           'code_version', 'cache_key', 'stale_reason', 'git_revision', 'machine_info', 'run_record']
+__all__ = ['PROFILES', 'ConfigError', 'check_device', 'check_types', 'config_from_dict', 'config_to_dict', 'drop_neutral',
+           'update_config', 'config_help', 'Profile', 'check_profile', 'get_profile', 'seed_everything', 'get_device',
+           'repo_root', 'data_dir', 'runs_dir', 'reports_dir', 'WriteError', 'what_to_do', 'normal_permissions',
+           'atomic_path', 'to_json', 'write_json', 'read_json', 'stable_hash', 'stable_unit', 'get_logger', 'progress',
+           'Timer', 'code_version', 'cache_key', 'stale_reason', 'git_revision', 'machine_info', 'run_record']
 
 # %% ../nbs/00_core.ipynb #77427ce5
 import numpy as np
@@ -146,6 +146,11 @@ def config_from_dict(cls, d: dict | None, where: str | None = None):
 def config_to_dict(cfg) -> dict:
     "A JSON-ready dict of a (nested) config dataclass."
     return json.loads(json.dumps(asdict(cfg), default=str))
+
+def drop_neutral(d: dict, neutral: dict) -> dict:
+    "`d` without the `neutral` fields that hold their neutral value."
+    # why: a config field added after runs finished must neither rename those runs nor stop their checkpoints resuming
+    return {k: v for k, v in d.items() if not (k in neutral and v == neutral[k])}
 
 def update_config(cfg, overrides: dict | None = None, **kw):
     "Copy of `cfg` with `overrides`; dotted keys (`'train.lr'`) reach nested configs. Unknown keys raise."

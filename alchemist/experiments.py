@@ -19,7 +19,7 @@ __all__ = ['RATER_SAMPLERS', 'CALIBRATION', 'BUILT_IN_CORPORA', 'METHODS', 'META
 # %% ../nbs/13_experiments.ipynb #02db5e25
 import numpy as np
 import pandas as pd
-from .core import (ConfigError, Timer, cache_key, check_device, check_profile, check_types, config_from_dict, config_to_dict,
+from .core import (ConfigError, Timer, cache_key, check_device, check_profile, check_types, config_from_dict, config_to_dict, drop_neutral,
                             data_dir, get_logger, get_profile, read_json, run_record, runs_dir, seed_everything, stale_reason, stable_hash,
                             write_json)
 from .baselines import BASELINES, BaselineConfig, score_baseline
@@ -203,7 +203,7 @@ NEUTRAL_DEFAULTS = dict(meta_preset='', meta={}, rater_inputs='pixels+pooled', w
 
 def identity_dict(cfg: ExperimentConfig, exclude=()) -> dict:
     "The fields of `cfg` that make a run what it is: all (as JSON values), minus `exclude` and the `NEUTRAL_DEFAULTS` fields at their defaults."
-    return {k: v for k, v in config_to_dict(cfg).items() if k not in exclude and not (k in NEUTRAL_DEFAULTS and v == NEUTRAL_DEFAULTS[k])}
+    return {k: v for k, v in drop_neutral(config_to_dict(cfg), NEUTRAL_DEFAULTS).items() if k not in exclude}
 
 def config_hash(cfg: ExperimentConfig, exclude=NON_RESULT_FIELDS) -> str:
     "A short stable id of everything that changes the result."

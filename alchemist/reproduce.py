@@ -11,16 +11,16 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['DOWNSTREAM', 'TABLES', 'DRIVER_PARAMS', 'Table', 'experiments_dir', 'get_table', 'template_params', 'load_sets',
-           'experiment_config_cls', 'check_sets', 'run_id', 'Run', 'neutral_defaults', 'drop_neutral', 'plan',
-           'RunFailure', 'execute_run', 'finished_runs', 'reuse_run', 'result_row', 'collect', 'restore_runs',
-           'commit_results', 'ReproduceResult', 'reproduce']
+           'experiment_config_cls', 'check_sets', 'run_id', 'Run', 'neutral_defaults', 'plan', 'RunFailure',
+           'execute_run', 'finished_runs', 'reuse_run', 'result_row', 'collect', 'restore_runs', 'commit_results',
+           'ReproduceResult', 'reproduce']
 
 # %% ../nbs/13b_reproduce.ipynb #c097bf84
 import pandas as pd
 import yaml
 
 # %% ../nbs/13b_reproduce.ipynb #055c3ca4
-from .core import (PROFILES, ConfigError, atomic_path, check_profile, config_from_dict, get_logger, git_revision,
+from .core import (PROFILES, ConfigError, atomic_path, check_profile, config_from_dict, drop_neutral, get_logger, git_revision,
                             machine_info, progress, read_json, repo_root, reports_dir, runs_dir, write_json)
 
 # %% ../nbs/13b_reproduce.ipynb #4404ccec
@@ -191,10 +191,6 @@ def neutral_defaults(config_cls) -> dict:
     "Fields of `config_cls` that leave a run's identity unchanged at their default: its module's `NEUTRAL_DEFAULTS`, if any."
     # why: a field added after runs finished (the rater options of issue 17) must neither rename those runs nor hide them from reuse
     return dict(getattr(sys.modules.get(config_cls.__module__), 'NEUTRAL_DEFAULTS', {}) or {})
-
-def drop_neutral(params: dict, neutral: dict) -> dict:
-    "`params` without the `neutral` fields that are at their neutral default."
-    return {k: v for k, v in params.items() if not (k in neutral and v == neutral[k])}
 
 def plan(table: str, profile: str, runs_root: str | Path | None = None, templates_dir: str | Path | None = None,
          config_cls=None) -> list[Run]:

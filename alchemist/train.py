@@ -23,7 +23,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 # %% ../nbs/10_train.ipynb #c682a2ea
-from .core import (Timer, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress, run_record,
+from .core import (Timer, atomic_path, config_from_dict, config_to_dict, drop_neutral, get_device, get_logger, progress, run_record,
                             runs_dir, stable_hash, update_config, write_json)
 from .t2i import T2IConfig, T2IModel, build_t2i
 from .data import CorpusError, images_to_tensor, load_images, read_manifest, read_subset
@@ -61,7 +61,7 @@ TRAIN_NEUTRAL = dict(precision='fp32')
 
 def train_identity(cfg: TrainConfig) -> dict:
     "`config_to_dict(cfg)` without the `TRAIN_NEUTRAL` fields at their neutral value: what checkpoints and run-folder names compare."
-    return {k: v for k, v in config_to_dict(cfg).items() if not (k in TRAIN_NEUTRAL and v == TRAIN_NEUTRAL[k])}
+    return drop_neutral(config_to_dict(cfg), TRAIN_NEUTRAL)
 
 def _check_train_cfg(cfg: TrainConfig) -> TrainConfig:
     if cfg.precision not in ('fp32', 'bf16'): raise ValueError(f"TrainConfig.precision must be 'fp32' or 'bf16', got {cfg.precision!r}")
@@ -268,7 +268,7 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
     step, history, resumed_from, last_ckpt = 0, [], None, None
     if cfg.resume and (run_dir/CKPT).exists():
         ck = load_checkpoint(run_dir)
-        saved = {k: v for k, v in ck['config'].items() if not (k in TRAIN_NEUTRAL and v == TRAIN_NEUTRAL[k])}
+        saved = drop_neutral(ck['config'], TRAIN_NEUTRAL)
         if saved != train_identity(cfg):
             diff = {k: (saved.get(k), v) for k, v in train_identity(cfg).items() if saved.get(k) != v}
             raise ValueError(f"{run_dir/CKPT} was written by another config (checkpoint vs now: {diff}); use another out_dir or resume=False")
