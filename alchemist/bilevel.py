@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_bilevel.ipynb #841c4c85
 from __future__ import annotations
-import copy, dataclasses, hashlib, inspect, json, math, time
+import copy, dataclasses, hashlib, inspect, json, math, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,26 +15,28 @@ __all__ = ['MODES', 'TIMESTEPS', 'OUTERS', 'LEARNING', 'LEARNING_BY_MODE', 'TOY_
            'n_train_timesteps', 'proxy_t2i_config', 'proxy_seed', 'build_proxy', 'null_text', 'auroc',
            'proxy_conditioning', 'warm_stages', 'warm_train_config', 'manifest_digest', 'warm_key', 'warm_root',
            'warm_proxy', 'proxy_signals', 'weighted_mean', 'outer_loss', 'unrolled_outer_loss', 'alignment_weights',
-           'mean_update', 'MetaState', 'meta_gradient_fd_check', 'reset_due', 'step_batches', 'meta_run_dir',
-           'score_split', 'plot_meta_history', 'meta_train']
+           'mean_update', 'rank_members', 'population_state', 'member_state', 'MetaState', 'meta_gradient_fd_check',
+           'reset_due', 'step_batches', 'meta_run_dir', 'score_split', 'plot_meta_history', 'meta_train', 'main']
 
 # %% ../nbs/07_bilevel.ipynb #ae9f3304
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.distributed as dist
 import torch.nn.functional as F
+import yaml
 from scipy.stats import rankdata, spearmanr
 from torch.func import functional_call, grad_and_value, vmap
 
 # %% ../nbs/07_bilevel.ipynb #8bc7dff2
-from .core import (ConfigError, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress,
-                            read_json, run_record, runs_dir, seed_everything, stable_hash, write_json)
+from .core import (ConfigError, Timer, atomic_path, config_from_dict, config_to_dict, get_device, get_logger, progress,
+                            read_json, run_record, runs_dir, seed_everything, stable_hash, update_config, write_json)
 from .data import corpus_info, images_to_tensor, load_images, read_manifest, read_subset
 from .encoders import TextBatch, caption_embeddings, rows_for
 from .rater import Rater, RaterConfig, frozen_image_features, save_rater
 from .t2i import T2IConfig, build_t2i, use_math_attention
 from .toy import toy_samples, toy_text_batch
-from .train import TrainConfig, fit, load_trained
+from .train import TrainConfig, _value, fit, init_distributed, load_trained
 
 # %% ../nbs/07_bilevel.ipynb #394f7cdd
 MODES = ('penalty', 'unrolled', 'alignment')
@@ -467,7 +469,7 @@ def warm_proxy(cfg: MetaConfig, splits: dict) -> dict:
         measure = lambda m: {name: proxy_conditioning(m, splits[k], cfg.warm_probe) for name, k in (('reference', 'heldout'), ('pool', 'train'))}
         with torch.random.fork_rng():   # fit seeds the global generator: what follows must not depend on whether the warm-up was cached
             before = measure(build_t2i(tc.model, seed=tc.seed, device=cfg.device))
-            res = fit(tc, data.images, data.tokens, data.mask, data.uids, d)
+            res = fit(tc, data.images, data.tokens, data.mask, data.uids, d, distributed=False)   # one process, even under torchrun
             after = measure(load_trained(d, device=cfg.device))
         report = run_record(tc, key=key, warm_on=cfg.warm_on, stages=warm_stages(cfg), before=before, after=after,
                             fit={k: res[k] for k in ('steps', 'n_train', 'final_loss', 'wall_s', 'cpu_ratio')})
@@ -588,10 +590,11 @@ def alignment_weights(lm: LossModule, params: dict, buffers: dict, bt: Batch, bv
 
 # %% ../nbs/07_bilevel.ipynb #111c25f5
 @torch.no_grad()
-def mean_update(params: list, grads: list, opts: list, clip: float = 0.0):
+def mean_update(params: list, grads: list, opts: list, clip: float = 0.0, reduce=None, n: int | None = None):
     """Move `params` by the mean of the steps optimiser `opts[p]` takes on gradient list `grads[p]` (each from the same start,
     each clipped to `clip` on its own): every member keeps its own moment estimates, and a direction the members disagree on
-    cancels instead of being normalised up to a full step."""
+    cancels instead of being normalised up to a full step. Over ranks, `reduce(deltas)` sums this process's summed steps
+    with the other processes' (in place) and `n` is the whole population (default: `len(grads)`)."""
     if len(grads) != len(opts): raise ValueError(f"{len(grads)} gradient lists for {len(opts)} optimisers")
     start = [p.detach().clone() for p in params]; delta = [torch.zeros_like(p) for p in params]
     for gs, opt in zip(grads, opts):
@@ -599,20 +602,77 @@ def mean_update(params: list, grads: list, opts: list, clip: float = 0.0):
         opt.zero_grad(set_to_none=True); _set_grads(params, gs)
         with torch.enable_grad(): _clip_step(opt, params, clip)
         for d, p, s in zip(delta, params, start): d.add_(p - s)
-    for p, s, d in zip(params, start, delta): p.copy_(s + d / len(grads))
+    if reduce is not None: reduce(delta)
+    n = len(grads) if n is None else n
+    for p, s, d in zip(params, start, delta): p.copy_(s + d / n)
 
 # %% ../nbs/07_bilevel.ipynb #4b65d728
+def rank_members(population: int, rank: int = 0, world: int = 1) -> list:
+    "The population members rank `rank` of `world` trains: rank, rank + world, ... (`population` must be a multiple of `world`)."
+    if population % world:
+        raise ConfigError(f"MetaConfig.population = {population} is not a multiple of the {world} processes: each rank trains "
+                          f"population // world_size members (rank r: members r, r + world_size, ...); e.g. population={world * (population // world + 1)}")
+    return list(range(rank, population, world))
+
+def population_state(shared: dict, members: dict, per_member_rater_opt: bool) -> dict:
+    """A `MetaState` state dict from its `shared` part (rater, opt_r, reference) and `members` = {member: dict(proxy, opt_p
+    [, opt_r])} of the whole population: member 0 at the top level, the others under 'population' (and 'opt_r_population')."""
+    P = len(members)
+    if sorted(members) != list(range(P)): raise ValueError(f"population_state: members {sorted(members)} are not 0..{P - 1}")
+    m0 = members[0]
+    d = dict(proxy=m0['proxy'], rater=shared['rater'], opt_p=m0['opt_p'], opt_r=m0['opt_r'] if per_member_rater_opt else shared['opt_r'],
+             reference=shared['reference'])
+    if P > 1: d['population'] = [dict(proxy=members[p]['proxy'], opt_p=members[p]['opt_p']) for p in range(1, P)]
+    if per_member_rater_opt: d['opt_r_population'] = [members[p]['opt_r'] for p in range(1, P)]
+    return d
+
+def member_state(d: dict, member: int) -> dict:
+    "Member `member`'s dict(proxy, opt_p[, opt_r]) of a `MetaState` state dict (the inverse of `population_state`)."
+    more = d.get('population', [])
+    if not 0 <= member <= len(more): raise ValueError(f"checkpoint holds {len(more) + 1} proxies, no member {member}")
+    out = dict(proxy=d['proxy'], opt_p=d['opt_p']) if member == 0 else dict(proxy=more[member - 1]['proxy'], opt_p=more[member - 1]['opt_p'])
+    if 'opt_r_population' in d: out['opt_r'] = d['opt_r'] if member == 0 else d['opt_r_population'][member - 1]
+    return out
+
+def _to_cpu(x):
+    "`x` (nested dicts, lists, tuples) with every tensor on the CPU: what one rank sends another."
+    if torch.is_tensor(x): return x.detach().cpu()
+    if isinstance(x, dict): return {k: _to_cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return type(x)(_to_cpu(v) for v in x)
+    return x
+
+def _rater_gap(rater: nn.Module) -> float:
+    "Largest |difference| between a parameter of this rank's rater and rank 0's, over every rank (0.0: identical copies)."
+    flat = torch.cat([p.detach().reshape(-1) for p in rater.parameters()])
+    ref = flat.clone(); dist.broadcast(ref, src=0)
+    gap = (flat - ref).abs().max().reshape(1).double(); dist.all_reduce(gap, op=dist.ReduceOp.MAX)
+    return float(gap)
+
+def _all_sum(ts: list):
+    "Sum the tensors `ts` (one dtype) in place over the ranks of the default process group, in one all-reduce."
+    flat = torch.cat([t.reshape(-1) for t in ts]); dist.all_reduce(flat)
+    i = 0
+    for t in ts: t.copy_(flat[i:i + t.numel()].view_as(t)); i += t.numel()
+
+# %% ../nbs/07_bilevel.ipynb #446d9d9d
 class MetaState:
     """The proxies (`population` of them; `proxy` is the first), the rater, their AdamW optimisers (one per proxy; the rater's: one,
     or one per proxy with `meta_average='updates'`) and the optional reference model. `population_step` is one meta step of
     `cfg.mode`: each proxy takes its own step on its own batches and gives the rater a meta-gradient; the rater moves once, by
-    the step of the mean meta-gradient ('grads') or by the mean of the members' steps ('updates', `mean_update`)."""
-    def __init__(self, cfg: MetaConfig, proxy: nn.Module | list, rater: Rater):
+    the step of the mean meta-gradient ('grads') or by the mean of the members' steps ('updates', `mean_update`).
+    Over ranks (`world` > 1, a started process group): this process holds population members `members` (`rank_members`), the
+    means run over every member of every rank (an all-reduce), so every rank keeps the same rater."""
+    def __init__(self, cfg: MetaConfig, proxy: nn.Module | list, rater: Rater, members: list | None = None, world: int = 1):
         proxies = list(proxy) if isinstance(proxy, (list, tuple)) else [proxy]
+        if world > 1 and members is None: raise ValueError("MetaState over ranks needs the population members this rank holds (rank_members)")
+        self.members = list(range(len(proxies))) if members is None else list(members)
+        if len(self.members) != len(proxies): raise ValueError(f"{len(proxies)} proxies for members {self.members}")
+        self.world, self.rank, self.n_total = world, dist.get_rank() if world > 1 else 0, len(proxies) * world
         self.cfg, self.rater, self.proxies = cfg, rater, proxies
         self.lms = [LossModule(p) for p in proxies]
         self.opts_p = [self._proxy_opt(p) for p in proxies]
-        n_r = len(proxies) if cfg.meta_average == 'updates' else 1
+        self._per_member_r = cfg.meta_average == 'updates' and self.n_total > 1   # one rater AdamW per member
+        n_r = len(proxies) if self._per_member_r else 1
         self.opts_r = [torch.optim.AdamW(rater.parameters(), lr=cfg.rater_lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay) for _ in range(n_r)]
         self.reference = None
         if cfg.reference_model not in ('', 'warmup'):
@@ -625,25 +685,35 @@ class MetaState:
     def _proxy_opt(self, proxy: nn.Module):
         return torch.optim.AdamW(proxy.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay)
 
-    def reset_proxy(self, member: int, state: dict):
-        "Put population member `member` back to `state` (its start), with a fresh optimiser."
-        self.proxies[member].load_state_dict(state); self.opts_p[member] = self._proxy_opt(self.proxies[member])
+    def reset_proxy(self, i: int, state: dict):
+        "Put the `i`-th proxy this state holds (population member `members[i]`) back to `state` (its start), with a fresh optimiser."
+        self.proxies[i].load_state_dict(state); self.opts_p[i] = self._proxy_opt(self.proxies[i])
 
-    def state_dict(self) -> dict:
-        d = dict(proxy=self.proxy.state_dict(), rater=self.rater.state_dict(), opt_p=self.opt_p.state_dict(),
-                 opt_r=self.opt_r.state_dict(), reference=None if self.reference is None else self.reference.state_dict())
-        if len(self.proxies) > 1: d['population'] = [dict(proxy=p.state_dict(), opt_p=o.state_dict()) for p, o in zip(self.proxies[1:], self.opts_p[1:])]
-        if len(self.opts_r) > 1: d['opt_r_population'] = [o.state_dict() for o in self.opts_r[1:]]
-        return d
+    def state_dict(self) -> dict | None:
+        """Everything, every member of every rank, in the one-process layout (`population_state`). Over ranks every rank must
+        call it (the members are gathered to rank 0): rank 0 gets the dict, the others None."""
+        mine = {m: dict(proxy=p.state_dict(), opt_p=o.state_dict(), **(dict(opt_r=self.opts_r[i].state_dict()) if self._per_member_r else {}))
+                for i, (m, p, o) in enumerate(zip(self.members, self.proxies, self.opts_p))}
+        if self.world > 1:
+            got = [None] * self.world if self.rank == 0 else None
+            dist.gather_object(_to_cpu(mine), got, dst=0)
+            if self.rank != 0: return None
+            mine = {m: v for part in got for m, v in part.items()}
+        shared = dict(rater=self.rater.state_dict(), opt_r=None if self._per_member_r else self.opt_r.state_dict(),
+                      reference=None if self.reference is None else self.reference.state_dict())
+        return population_state(shared, mine, self._per_member_r)
     def load_state_dict(self, d: dict):
-        more = d.get('population', [])
-        if len(more) != len(self.proxies) - 1: raise ValueError(f"checkpoint holds {len(more) + 1} proxies, this state {len(self.proxies)}")
-        self.proxy.load_state_dict(d['proxy']); self.rater.load_state_dict(d['rater'])
-        self.opt_p.load_state_dict(d['opt_p']); self.opt_r.load_state_dict(d['opt_r'])
-        for p, o, m in zip(self.proxies[1:], self.opts_p[1:], more): p.load_state_dict(m['proxy']); o.load_state_dict(m['opt_p'])
-        more_r = d.get('opt_r_population', [])
-        if len(more_r) != len(self.opts_r) - 1: raise ValueError(f"checkpoint holds {len(more_r) + 1} rater optimisers, this state {len(self.opts_r)}")
-        for o, m in zip(self.opts_r[1:], more_r): o.load_state_dict(m)
+        "Load a `state_dict()` (written under any number of processes): the rater, and this state's members."
+        more, more_r = d.get('population', []), d.get('opt_r_population', [])
+        if len(more) + 1 != self.n_total: raise ValueError(f"checkpoint holds {len(more) + 1} proxies, this state {self.n_total}")
+        n_r = self.n_total if self._per_member_r else 1
+        if len(more_r) + 1 != n_r: raise ValueError(f"checkpoint holds {len(more_r) + 1} rater optimisers, this state {n_r}")
+        self.rater.load_state_dict(d['rater'])
+        if not self._per_member_r: self.opt_r.load_state_dict(d['opt_r'])
+        for i, m in enumerate(self.members):
+            ms = member_state(d, m)
+            self.proxies[i].load_state_dict(ms['proxy']); self.opts_p[i].load_state_dict(ms['opt_p'])
+            if self._per_member_r: self.opts_r[i].load_state_dict(ms['opt_r'])
         if d.get('reference') is not None:
             self.reference = copy.deepcopy(self.proxy).requires_grad_(False); self.reference.load_state_dict(d['reference'])
     def snapshot_reference(self):
@@ -655,19 +725,31 @@ class MetaState:
         return self.population_step([(bv, bts)] * len(self.proxies), lam)
 
     def population_step(self, batches: list, lam: float) -> dict:
-        "One meta step: `batches[p] = (bv, bts)` of proxy p; the rater moves once, on the mean over the proxies (`meta_average`). Returns the mean scalars."
+        """One meta step: `batches[i] = (bv, bts)` of the i-th proxy held here; the rater moves once, on the mean over the whole
+        population, every rank's members (`meta_average`). Returns the scalars' means over the population."""
         if len(batches) != len(self.proxies): raise ValueError(f"{len(batches)} batch pairs for {len(self.proxies)} proxies")
         fn = dict(penalty=self._penalty, unrolled=self._unrolled, alignment=self._alignment)[self.cfg.mode]
-        out = [fn(p, bv, bts, lam) for p, (bv, bts) in enumerate(batches)]
+        out = [fn(i, bv, bts, lam) for i, (bv, bts) in enumerate(batches)]
         rp = list(self.rater.parameters())
-        if len(self.opts_r) > 1: mean_update(rp, [o[1] for o in out], self.opts_r, self.cfg.clip)
+        if self._per_member_r: mean_update(rp, [o[1] for o in out], self.opts_r, self.cfg.clip, _all_sum if self.world > 1 else None, self.n_total)
         else:
-            if len(out) == 1: g = out[0][1]
-            else: g = [None if all(o[1][j] is None for o in out) else
-                       sum(o[1][j] if o[1][j] is not None else torch.zeros_like(rp[j]) for o in out) / len(out) for j in range(len(rp))]
+            g = out[0][1] if self.n_total == 1 else self._mean_grads([o[1] for o in out], rp)
             self.opt_r.zero_grad(set_to_none=True); _set_grads(rp, g); _clip_step(self.opt_r, rp, self.cfg.clip)
-        ms = [o[0] for o in out]
-        return ms[0] if len(ms) == 1 else {k: sum(m[k] for m in ms) / len(ms) for k in ms[0]}
+        return self._mean_scalars([o[0] for o in out])
+
+    def _mean_grads(self, grads: list, rp: list) -> list:
+        "Mean over the population of the members' rater gradients `grads[i][j]` (None where no member of any rank has one)."
+        tot = [sum(g[j] if g[j] is not None else torch.zeros_like(rp[j]) for g in grads) for j in range(len(rp))]
+        has = torch.tensor([float(any(g[j] is not None for g in grads)) for j in range(len(rp))], device=rp[0].device, dtype=rp[0].dtype)
+        if self.world > 1: _all_sum(tot + [has])
+        return [t / self.n_total if h > 0 else None for t, h in zip(tot, has.tolist())]
+
+    def _mean_scalars(self, ms: list) -> dict:
+        if self.world == 1: return ms[0] if len(ms) == 1 else {k: sum(m[k] for m in ms) / len(ms) for k in ms[0]}
+        keys = list(ms[0])
+        t = torch.tensor([sum(m[k] for m in ms) for k in keys], dtype=torch.float64, device=next(self.rater.parameters()).device)
+        dist.all_reduce(t)
+        return {k: v / self.n_total for k, v in zip(keys, t.tolist())}
 
     def plain_step(self, b: Batch) -> dict:
         "One ordinary proxy step on the mean loss of batch `b` (the cost unit of the benchmarks)."
@@ -853,11 +935,20 @@ def plot_meta_history(history: list, path: str | Path | None = None, stop_spearm
 def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
     """Meta-train a rater (mode `cfg.mode`). `splits` = dict(train=MetaSplit, heldout=MetaSplit) overrides the
     corpus (else `cfg.corpus`, else the toy stand-in). Returns dict(run_dir, rater_checkpoint, history), plus `warm` (the warm
-    proxy's report) when warm and `stopped_at` (meta-steps done) when the rank-stability rule stopped it."""
-    log, dev = get_logger('alchemist.bilevel'), get_device(cfg.device)
+    proxy's report) when warm and `stopped_at` (meta-steps done) when the rank-stability rule stopped it.
+    Under torchrun every rank trains its share of the population (`rank_members`) and keeps the same rater; rank 0 writes."""
+    rank, world, dev = init_distributed(cfg.device)
+    members, lead = rank_members(cfg.population, rank, world), rank == 0
+    log = get_logger('alchemist.bilevel')
+    info = log.info if lead else (lambda *a, **k: None)
+    def lead_first(make):   # rank 0 builds what is cached on disk while the others wait, then they read it
+        if world == 1: return make()
+        out = make() if lead else None
+        dist.barrier()
+        return out if lead else make()
     seed_everything(cfg.seed)
     if splits is None:
-        splits = corpus_splits(cfg.corpus, cfg.resolution, cfg.max_tokens, cfg.heldout) if cfg.corpus else toy_meta_splits(cfg.toy_n, cfg.resolution, seed=cfg.seed)
+        splits = lead_first(lambda: corpus_splits(cfg.corpus, cfg.resolution, cfg.max_tokens, cfg.heldout)) if cfg.corpus else toy_meta_splits(cfg.toy_n, cfg.resolution, seed=cfg.seed)
     for k in ('train', 'heldout'):
         if k not in splits or len(splits[k]) == 0: raise ValueError(f"meta_train needs a non-empty '{k}' split")
         if splits[k].images.shape[1] != cfg.resolution: raise ValueError(f"'{k}' images are {splits[k].images.shape[1]} px, config says resolution={cfg.resolution}")
@@ -866,13 +957,14 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
         raise ValueError(f"batch={cfg.batch} is larger than a split (train {len(tr)}, heldout {len(hv)}); lower MetaConfig.batch")
     fp = corpus_fingerprint(cfg, splits)
     rater = Rater(dataclasses.replace(cfg.rater, resolution=cfg.resolution, text_dim=tr.pooled.shape[1])).to(dev)
-    proxies = [build_proxy(cfg).to(dev)] + [build_proxy(cfg, seed=proxy_seed(cfg, p)).to(dev) for p in range(1, cfg.population)]
-    warm = warm_proxy(cfg, splits) if cfg.warm_steps else None
+    first = build_proxy(cfg)   # member 0 ('tiny': from the global generator) on every rank: the generator then stands where it does in one process
+    proxies = [(first if p == 0 else build_proxy(cfg, seed=proxy_seed(cfg, p))).to(dev) for p in members]
+    warm = lead_first(lambda: warm_proxy(cfg, splits)) if cfg.warm_steps else None
     if warm is not None:
-        for m, s in zip(proxies, warm['stages']): m.load_state_dict(s)
-    splits = attach_image_features(splits, rater.cfg, cfg.device, Path(cfg.corpus)/'cache' if cfg.corpus else None)
+        for m, p in zip(proxies, members): m.load_state_dict(warm['stages'][p])
+    splits = lead_first(lambda: attach_image_features(splits, rater.cfg, cfg.device, Path(cfg.corpus)/'cache' if cfg.corpus else None))
     tr, hv = splits['train'], splits['heldout']
-    st = MetaState(cfg, proxies, rater)
+    st = MetaState(cfg, proxies, rater, members=members, world=world)
     T = n_train_timesteps(proxies[0])
     def start_state(p: int, step: int) -> dict:   # where member p goes back to at a reset
         return warm['stages'][p] if warm is not None else build_proxy(cfg, seed=proxy_seed(cfg, p, step)).state_dict()
@@ -891,22 +983,26 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
         _check_resume(ck['config'], config_to_dict(cfg), ck_path)
         st.load_state_dict(ck['state']); history = ck['history']
         done, probe_prev, stopped_at = ck.get('step', (ck['epoch'] + 1) * spp), ck.get('probe_prev'), ck.get('stopped_at')
-        log.info(f"resuming {rd} after {'epoch ' + str(ck['epoch']) if not by_steps else str(done) + ' meta-steps'}")
-    rd.mkdir(parents=True, exist_ok=True)
-    write_json(rd/'run.json', run_record(cfg, corpus=fp) if warm is None else run_record(cfg, corpus=fp, warm=warm['report']))
+        info(f"resuming {rd} after {'epoch ' + str(ck['epoch']) if not by_steps else str(done) + ' meta-steps'}"
+             + (f" ({world} processes; the checkpoint's were {ck.get('world_size', 1)})" if world > 1 or ck.get('world_size', 1) > 1 else ''))
+    if lead:
+        rd.mkdir(parents=True, exist_ok=True)
+        rec = dict(corpus=fp, world_size=world) if world > 1 else dict(corpus=fp)
+        write_json(rd/'run.json', run_record(cfg, **rec) if warm is None else run_record(cfg, **rec, warm=warm['report']))
 
     g, perm = done, {}
     while g < total and stopped_at is None:
         g0, g1 = g, min(total, (g // row_len + 1) * row_len)
         sums, resets, t0 = {}, 0, time.perf_counter()
         desc = f'{cfg.mode} epoch {g0 // spp} (lam={lam_at(cfg, g0 // spp):.2f})' if not by_steps else f'{cfg.mode} meta-steps {g0}-{g1} of {total}'
-        for g in progress(range(g0, g1), desc=desc):
+        for g in (progress(range(g0, g1), desc=desc) if lead else range(g0, g1)):
             e, s = divmod(g, spp)
             if e not in perm: perm = {e: _heldout_perm(cfg.seed, e, len(hv))}
             lam = lam_at(cfg, e)
-            for p in range(cfg.population):
-                if reset_due(g, p, cfg.population, cfg.reset_every): st.reset_proxy(p, start_state(p, g)); resets += 1
-            m = st.population_step([step_batches(cfg, tr, hv, g, p, perm[e], spp, K, T, dev) for p in range(cfg.population)], lam)
+            for i, p in enumerate(st.members):
+                if reset_due(g, p, cfg.population, cfg.reset_every): st.reset_proxy(i, start_state(p, g))
+            resets += sum(reset_due(g, p, cfg.population, cfg.reset_every) for p in range(cfg.population))   # every rank's
+            m = st.population_step([step_batches(cfg, tr, hv, g, p, perm[e], spp, K, T, dev) for p in st.members], lam)
             bad = {k: v for k, v in m.items() if not math.isfinite(v)}
             if bad: raise FloatingPointError(f"non-finite {bad} at epoch {e} step {s} (meta-step {g}, mode {cfg.mode}); last good checkpoint: {ck_path if ck_path.exists() else 'none'}")
             for k, v in m.items(): sums[k] = sums.get(k, 0.0) + v
@@ -915,7 +1011,7 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
         row = dict(epoch=e, lam=lam_at(cfg, e), steps=n, seconds=round(time.perf_counter() - t0, 3), **{k: v/n for k, v in sums.items()})
         if by_steps: row = dict(step=g1, **row)
         if cfg.reset_every: row['resets'] = resets
-        if probe is not None:
+        if probe is not None and lead:
             sc = score_split(rater, tr, protocol='independent', rows=probe)
             rho = None if probe_prev is None else float(spearmanr(sc, probe_prev).statistic)
             row['rank_spearman'] = None if rho is None or not math.isfinite(rho) else round(rho, 6)
@@ -923,17 +1019,46 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
             recent = [h.get('rank_spearman') for h in (history + [row])[-cfg.stop_patience:]]
             if cfg.stop_spearman > 0 and len(recent) == cfg.stop_patience and all(r is not None and r >= cfg.stop_spearman for r in recent):
                 stopped_at = g1; row['stopped'] = True
-                log.info(f"rank stability reached: Spearman >= {cfg.stop_spearman} for {cfg.stop_patience} rows; stopping after {g1} meta-steps")
+                info(f"rank stability reached: Spearman >= {cfg.stop_spearman} for {cfg.stop_patience} rows; stopping after {g1} meta-steps")
+        if world > 1:   # rank 0's row (its timing, its probe scoring) and its stopping decision, on every rank
+            row['rater_gap'] = _rater_gap(rater)   # the ranks' copies of the rater: 0.0 when they agree bit for bit
+            if lead and row['rater_gap'] > 0: log.warning(f"the ranks' raters differ by up to {row['rater_gap']:.3g} after {g1} meta-steps")
+            box = [row, stopped_at]; dist.broadcast_object_list(box, src=0); row, stopped_at = box
         history.append(row)
-        name, extra = (f'rater_step{g1:06d}.pt', dict(step=g1)) if by_steps else (f'rater_epoch{e}.pt', {})
-        for p in (rd/name, rd/'rater.pt'): save_rater(rater, p, corpus=fp, epoch=e, mode=cfg.mode, run_dir=str(rd), **extra)
-        write_json(rd/'history.json', history)
-        ck = dict(config=config_to_dict(cfg), epoch=e, state=st.state_dict(), history=history, corpus=fp)
-        if by_steps or probe is not None or stopped_at is not None: ck.update(step=g1, probe_prev=probe_prev, stopped_at=stopped_at)
-        with atomic_path(ck_path) as tmp: torch.save(ck, tmp)   # written last: a kill before this line redoes the row on resume
-        log.info(f"{'epoch ' + str(e) if not by_steps else str(g1) + ' meta-steps'}: " + ', '.join(f'{k}={v:.4g}' for k, v in row.items() if isinstance(v, float)))
-    if probe is not None and history: plot_meta_history(history, rd/'rank_stability.png', cfg.stop_spearman, title=f'{cfg.mode} {rater.cfg.inputs} seed {cfg.seed}')
+        state = st.state_dict()   # over ranks: every member gathered to rank 0
+        if lead:
+            name, extra = (f'rater_step{g1:06d}.pt', dict(step=g1)) if by_steps else (f'rater_epoch{e}.pt', {})
+            for p in (rd/name, rd/'rater.pt'): save_rater(rater, p, corpus=fp, epoch=e, mode=cfg.mode, run_dir=str(rd), **extra)
+            write_json(rd/'history.json', history)
+            ck = dict(config=config_to_dict(cfg), epoch=e, state=state, history=history, corpus=fp, world_size=world)
+            if by_steps or probe is not None or stopped_at is not None: ck.update(step=g1, probe_prev=probe_prev, stopped_at=stopped_at)
+            with atomic_path(ck_path) as tmp: torch.save(ck, tmp)   # written last: a kill before this line redoes the row on resume
+        info(f"{'epoch ' + str(e) if not by_steps else str(g1) + ' meta-steps'}: " + ', '.join(f'{k}={v:.4g}' for k, v in row.items() if isinstance(v, float)))
+    if lead and probe is not None and history: plot_meta_history(history, rd/'rank_stability.png', cfg.stop_spearman, title=f'{cfg.mode} {rater.cfg.inputs} seed {cfg.seed}')
+    if world > 1: dist.barrier()   # every file is written before any rank returns
     out = dict(run_dir=rd, rater_checkpoint=rd/'rater.pt', history=history)
     if warm is not None: out['warm'] = warm['report']
     if stopped_at is not None: out['stopped_at'] = stopped_at
     return out
+
+def main(argv: list | None = None) -> dict:
+    """`python -m alchemist.bilevel [config.yaml] key=value ...` (dotted keys reach the rater: `rater.width=8`), or the same
+    under `torchrun --nproc_per_node N -m alchemist.bilevel ...`: meta-train; rank 0 writes `done.json` in the run folder
+    (the rater file, seconds, processes) and prints the result. The process group is shut down on the way out."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    d = {} if not argv or '=' in argv[0] else yaml.safe_load(Path(argv.pop(0)).read_text()) or {}
+    bad = [a for a in argv if '=' not in a]
+    if bad: raise ConfigError(f"expected key=value arguments after the optional config file, got {bad}")
+    cfg = update_config(config_from_dict(MetaConfig, d), {k: _value(v) for k, v in (a.split('=', 1) for a in argv)})
+    try:
+        with Timer() as t: res = meta_train(cfg)
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            write_json(Path(res['run_dir'])/'done.json', dict(rater_checkpoint=str(res['rater_checkpoint']), seconds=t.wall, cpu_ratio=t.cpu_ratio,
+                                                             world_size=world, steps=sum(h['steps'] for h in res['history'])))
+            print(json.dumps({k: v for k, v in res.items() if k != 'history'} | dict(last=res['history'][-1] if res['history'] else None), indent=1, default=str))
+    finally:
+        if dist.is_initialized(): dist.destroy_process_group()
+    return res
+
+if __name__ == '__main__' and '__file__' in globals(): main()   # `python -m alchemist.bilevel` (a notebook kernel has no __file__)

@@ -236,13 +236,14 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * min(1.0, (step + 1) / w) if cfg.warmup_steps > 0 else cfg.lr
 
 def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, uids: list,
-        run_dir: str | Path, stop_at: int | None = None, on_step: Callable | None = None) -> dict:
+        run_dir: str | Path, stop_at: int | None = None, on_step: Callable | None = None, distributed: bool = True) -> dict:
     """Train `cfg.model` on in-memory data into `run_dir` (resuming from its checkpoint); `stop_at` simulates a kill after that step's checkpoint.
     `on_step(step, model)` is called before the first step of a fresh run (step 0) and after every optimiser step: a hook for
-    traces of the model during training (Figure 3); it must leave the model in train mode."""
+    traces of the model during training (Figure 3); it must leave the model in train mode. `distributed=False` trains in this
+    process alone even inside a process group (one rank builds a shared artefact while the others wait: meta-training's warm proxy)."""
     cfg, log = _check_train_cfg(cfg), get_logger('alchemist.train')
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    rank, world, dev = init_distributed(cfg.device)
+    rank, world, dev = init_distributed(cfg.device) if distributed else (0, 1, get_device(cfg.device))
     mine, lead = rank_rows(cfg.batch_size, rank, world), rank == 0   # lead: the rank that keeps the EMA and writes
     N = len(images)
     if N == 0: raise ValueError("empty training set: nothing to train on")
