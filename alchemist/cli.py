@@ -105,10 +105,12 @@ def _copy_table(path: Path, out: str | None) -> Path:
 # %% ../nbs/14_cli.ipynb #2954edd0
 def _score(a) -> None:
     if a.selector != 'alchemist' and a.rater: raise ConfigError(f"--rater is the alchemist selector's; {a.selector!r} is a baseline")
+    if a.nproc > 1 and a.selector != 'alchemist': raise ConfigError(f"--nproc scores with the rater; the baseline {a.selector!r} scores in one process")
     ex, cfg, work = _experiment(a.corpus, _kv(a.keys), 'score', SCORE_KEYS, a.work_dir, method=a.selector)
-    if a.rater:
-        from alchemist.scoring import ScoringConfig, score_corpus   # deferred with the pipeline
-        path = score_corpus(ScoringConfig(rater=str(a.rater), corpus_dir=str(work), split='train', device=cfg.device))
+    if a.rater or a.nproc > 1:
+        from alchemist.scoring import ScoringConfig, launch_scoring   # deferred with the pipeline
+        ckpt = a.rater or ex.train_rater(cfg, work)[0]   # --nproc without --rater: the rater is meta-trained (or reused) here first
+        path = launch_scoring(ScoringConfig(rater=str(ckpt), corpus_dir=str(work), split='train', device=cfg.device), a.nproc)
     else: _, _, path = ex.score_pool(cfg, work)
     copy = _copy_table(Path(path), a.out)
     df = data.read_scores(copy)
@@ -228,6 +230,8 @@ def _build_parser(key_help: bool = False) -> argparse.ArgumentParser:
     sc.add_argument('--rater', default=None, help='score with this rater checkpoint instead of meta-training one')
     sc.add_argument('--out', default=None, help='also write the table here')
     sc.add_argument('--work-dir', default=None, help='write raters, scores and caches here instead of inside the corpus folder')
+    sc.add_argument('--nproc', type=int, default=1, help='score with the rater in N processes on this machine (torchrun; device=cuda: one GPU each); '
+                    'the table equals one process\'s, written to CORPUS/scores/<rater run id>.parquet; run again to resume a stopped job')
 
     se = sub.add_parser('select', help='3. draw a subset from a score table', formatter_class=raw,
                         description='Draw a subset from a score table with one of the samplers of alchemist.select.',

@@ -4,23 +4,25 @@
 
 # %% ../nbs/08_scoring.ipynb #a2d2d2dd
 from __future__ import annotations
-import hashlib
+import hashlib, json, math, os, shutil, subprocess, sys
 from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RATER_SCORE_COLUMNS', 'ScoringConfig', 'rater_run_id', 'frozen_cache_path', 'split_image_features', 'score_corpus',
-           'ordering_spearman', 'batch_relativity']
+__all__ = ['PLAN_FIELDS', 'RATER_SCORE_COLUMNS', 'ScoringConfig', 'rater_run_id', 'frozen_cache_path', 'split_image_features',
+           'chunk_rows', 'rank_chunks', 'parts_dir', 'scoring_plan', 'open_parts', 'score_corpus', 'torchrun_command',
+           'scoring_out', 'launch_scoring', 'main', 'ordering_spearman', 'batch_relativity']
 
 # %% ../nbs/08_scoring.ipynb #34d137b3
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from scipy.stats import spearmanr
 
 # %% ../nbs/08_scoring.ipynb #548e7eca
-from .core import (ConfigError, Timer, atomic_path, check_types, config_from_dict, config_to_dict, get_device, get_logger, progress,
-                            run_record, stable_hash)
+from .core import (ConfigError, Timer, atomic_path, check_types, code_version, config_from_dict, config_to_dict, get_device, get_logger,
+                            progress, read_json, run_record, stable_hash, write_json)
 from .data import SPLITS, corpus_info, image_cache, images_to_tensor, manifest_fingerprint, read_manifest, read_scores, write_scores
 from .encoders import caption_embeddings
 from .rater import Rater, RaterConfig, frozen_dim, frozen_image_features, load_rater
@@ -39,12 +41,16 @@ class ScoringConfig:
     out: str | None = None             # output parquet; None = corpus_dir/scores/<run_id>[-indep][-o<seed>].parquet
     overwrite: bool = True             # rescoring replaces an existing table
     max_tokens: int = 16               # caption tokens of the corpus's MiniLM cache (a 'tokens' rater reads them: the MetaConfig.max_tokens it was trained with)
+    chunk_batches: int = 16            # whole batches per chunk: the unit dealt to processes (chunk c to rank c % N) and resumed (a done-marker each)
+    max_chunks: int = 0                # score at most this many chunks in this process, then stop without merging (0 = all; run again to go on)
 
     def __post_init__(self):
         check_types(self)   # wrong types first (from Python too): the checks below compare numbers
         if self.batch_size < 2: raise ConfigError(f"ScoringConfig.batch_size must be >= 2 (batch statistics need two samples), got {self.batch_size}")
         if self.split is not None and self.split not in SPLITS: raise ConfigError(f"ScoringConfig.split must be one of {SPLITS} or None (every row), got {self.split!r}")
         if self.max_tokens < 1: raise ConfigError(f"ScoringConfig.max_tokens must be >= 1, got {self.max_tokens}")
+        if self.chunk_batches < 1: raise ConfigError(f"ScoringConfig.chunk_batches must be >= 1, got {self.chunk_batches}")
+        if self.max_chunks < 0: raise ConfigError(f"ScoringConfig.max_chunks must be >= 0 (0 = every chunk), got {self.max_chunks}")
 
 # %% ../nbs/08_scoring.ipynb #e6f0f183
 def rater_run_id(path: str | Path, rater: Rater | None = None) -> str:
@@ -101,6 +107,93 @@ def split_image_features(corpus_dir: str | Path, man: pd.DataFrame, split: str |
         raise ValueError(f"frozen image features {path} have shape {tuple(f.shape)}, expected {(len(rows), frozen_dim(rater_cfg))}: delete the file to rebuild it")
     return f.float(), rows
 
+# %% ../nbs/08_scoring.ipynb #e2ec7827
+def chunk_rows(n: int, batch_size: int, chunk_batches: int) -> list[slice]:
+    "Positions in the scoring order of each chunk: `chunk_batches` whole batches of `batch_size` (only the last chunk, and its last batch, may be short)."
+    step = batch_size * chunk_batches
+    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+
+def rank_chunks(n_chunks: int, rank: int, world: int) -> list[int]:
+    "The chunks rank `rank` of `world` scores: every `world`-th from `rank`, so any number of processes covers each chunk once."
+    return list(range(rank, n_chunks, world))
+
+def parts_dir(out: str | Path) -> Path:
+    "Where the finished chunks of the score table `out` wait to be merged: `<table stem>.parts/` beside it."
+    out = Path(out); return out.with_name(out.stem + '.parts')
+
+def _chunk_file(parts: Path, c: int, kind: str) -> Path:
+    "Chunk c's `parquet` (its pairs), `h.npy` (batch sums of h, batch-independent mode) or `done.json` (the marker, written last)."
+    return parts/f'chunk-{c:06d}.{kind}'
+
+def _chunk_done(parts: Path, c: int) -> bool: return _chunk_file(parts, c, 'done.json').exists()
+
+PLAN_FIELDS = ('split', 'order_seed', 'batch_size', 'chunk_batches', 'batch_independent', 'softmax', 'max_tokens')   # the ScoringConfig fields finished chunks depend on
+
+def _text_key(text) -> str:
+    "A fingerprint of the caption embeddings scoring reads: their shapes and a sample of at most ~256 pooled rows."
+    step = max(1, len(text.pooled) // 256)
+    h = hashlib.sha1(np.ascontiguousarray(text.pooled[::step].float().numpy()).tobytes())
+    h.update(str((tuple(text.pooled.shape), None if text.tokens is None else tuple(text.tokens.shape))).encode())
+    return h.hexdigest()[:16]
+
+def scoring_plan(cfg: ScoringConfig, run_id: str, corpus_fingerprint: str, n: int, text) -> dict:
+    "What the chunks of a scoring run depend on (not `device`, `out`, `overwrite`, `max_chunks`): chunks of another plan are never merged."
+    return dict(run_id=run_id, corpus_fingerprint=corpus_fingerprint, n=n, text=_text_key(text), code_version=code_version(),
+                **{k: getattr(cfg, k) for k in PLAN_FIELDS})
+
+def open_parts(parts: Path, plan: dict, log=None) -> list[int]:
+    "Make `parts` ready for chunks of `plan`: keep the finished chunks of an interrupted run of the same plan, delete those of another; return the kept ones."
+    if parts.exists() and (not (parts/'plan.json').exists() or read_json(parts/'plan.json') != plan):
+        if log: log.info(f"{parts}: chunks of another scoring plan (rater, corpus or config changed); scoring from the start")
+        shutil.rmtree(parts)
+    if not (parts/'plan.json').exists(): write_json(parts/'plan.json', plan)
+    return sorted(int(p.name.split('.')[0].split('-')[1]) for p in parts.glob('chunk-*.done.json'))
+
+# %% ../nbs/08_scoring.ipynb #73db1b47
+def _score_chunk(rater: Rater, cfg: ScoringConfig, batches, first_batch: int, uids: np.ndarray) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """(uid, instance, group, score, batch) of one chunk's pairs from `_batches` of its rows, and in batch-independent mode
+    the float64 sums of h and h*h of each of its batches ([2, batches, width]; its `score` and `group` are set by the merge)."""
+    cols = {k: [] for k in ('instance', 'group', 'score', 'batch')}; sums = []
+    for b, r, x, t, tok, m, f in batches:
+        h = rater.features(x, t, tok, m, f); k = len(r)
+        cols['batch'].append(np.full(k, first_batch + b, np.int32))
+        if cfg.batch_independent:
+            s, _ = rater.heads(h, group_stats=(h.mean(0), h.var(0, unbiased=False)))
+            h64 = h.double().cpu(); sums.append(torch.stack([h64.sum(0), (h64 * h64).sum(0)]).numpy())
+            g, w = torch.zeros(()), torch.zeros(k)
+        else:
+            s, g = rater.heads(h)
+            w = (torch.softmax(s / rater.cfg.softmax_temperature, 0) * k if cfg.softmax else s) * g
+        cols['instance'].append(s.float().cpu().numpy()); cols['group'].append(np.full(k, float(g), np.float32))
+        cols['score'].append(w.float().cpu().numpy())
+    df = pd.DataFrame(dict(uid=uids, **{k: np.concatenate(v) for k, v in cols.items()}))
+    return df, (np.stack(sums, 1) if cfg.batch_independent else None)
+
+def _write_chunk(parts: Path, c: int, df: pd.DataFrame, sums: np.ndarray | None, info: dict) -> None:
+    "Chunk c's pairs (and batch sums), then its done-marker: each atomically, the marker last."
+    with atomic_path(_chunk_file(parts, c, 'parquet')) as tmp: df.to_parquet(tmp, index=False)
+    if sums is not None:
+        with atomic_path(_chunk_file(parts, c, 'h.npy')) as tmp:
+            with open(tmp, 'wb') as fh: np.save(fh, sums)
+    write_json(_chunk_file(parts, c, 'done.json'), info)
+
+def _merge_chunks(parts: Path, n_chunks: int, uids: np.ndarray, rater: Rater, cfg: ScoringConfig, device) -> tuple:
+    "(instance, group, score, batch) of every pair in scoring order, from the chunks in `parts`; batch-independent: the corpus-wide g applied."
+    df = pd.concat([pd.read_parquet(_chunk_file(parts, c, 'parquet')) for c in range(n_chunks)], ignore_index=True)
+    if len(df) != len(uids) or not np.array_equal(df['uid'].to_numpy(), uids):
+        raise ValueError(f"{parts}: its chunks do not hold the pairs of this scoring order; delete the folder and score again")
+    inst, group, score, batch = (df[k].to_numpy() for k in ('instance', 'group', 'score', 'batch'))
+    if cfg.batch_independent:                        # one corpus-wide group scalar from every batch's sums, added in batch order
+        sums = np.concatenate([np.load(_chunk_file(parts, c, 'h.npy')) for c in range(n_chunks)], axis=1)
+        C, n = sums.shape[-1], len(df)
+        s1, s2 = torch.zeros(C, dtype=torch.float64), torch.zeros(C, dtype=torch.float64)
+        for a, b in zip(sums[0], sums[1]): s1 += torch.from_numpy(a); s2 += torch.from_numpy(b)
+        mean = s1 / n; var = (s2 / n - mean * mean).clamp_min(0)
+        with torch.inference_mode():
+            _, g = rater.heads(torch.zeros(1, C, device=device), group_stats=(mean.float().to(device), var.float().to(device)))
+        group = np.full(n, float(g), np.float32); score = np.empty(n, np.float32); score[:] = inst * float(g)
+    return inst, group, score, batch
+
 # %% ../nbs/08_scoring.ipynb #54aa362e
 RATER_SCORE_COLUMNS = ('uid', 'score', 'rank', 'instance', 'group', 'batch', 'run_id')   # the columns of a table score_corpus writes
 # (and `file_name`, the original file name, when the corpus was imported: its manifest has that column)
@@ -109,25 +202,15 @@ def _default_out(cfg: ScoringConfig, run_id: str) -> Path:
     tag = run_id + ('-indep' if cfg.batch_independent else '') + (f'-o{cfg.order_seed}' if cfg.order_seed is not None else '')
     return Path(cfg.corpus_dir)/'scores'/f'{tag}.parquet'
 
-def score_corpus(cfg: ScoringConfig, text=None) -> Path:
-    """Score the corpus of `cfg` with its rater; write the parquet table (uid, score, rank, instance, group, batch, run_id,
-    and file_name for an imported corpus) atomically; return its path. Its run record names the corpus folder and its
-    fingerprint. `text`: caption embeddings (a `TextBatch` in manifest order) if the caller has them,
-    else the corpus's cached MiniLM embeddings (`max_tokens` tokens). A `tokens` rater gets each batch's token states and
-    mask; an `effnet`/`randconv` rater the frozen features of its images, computed once per split (`split_image_features`)."""
-    if not cfg.rater: raise ConfigError("ScoringConfig.rater: give the path of a rater checkpoint")
-    if not cfg.corpus_dir: raise ConfigError("ScoringConfig.corpus_dir: give the corpus folder to score")
-    log = get_logger('alchemist.scoring')
-    corpus = Path(cfg.corpus_dir)
-    man = read_manifest(corpus)
-    name = corpus_info(corpus).get('name', corpus.name)
-    device = get_device(cfg.device)
-    rater = load_rater(cfg.rater, corpus=name, device=str(device))   # raises RaterMismatchError for another corpus
-    run_id = rater_run_id(cfg.rater, rater)
-    out = Path(cfg.out) if cfg.out else _default_out(cfg, run_id)
-    if out.exists() and not cfg.overwrite: raise FileExistsError(f"score table exists: {out} (set overwrite=True to rescore)")
-    res = rater.cfg.resolution
-    images = image_cache(corpus, res)                   # [N,H,W,3] uint8, memory-mapped
+def _process_group(device: str) -> tuple[int, int, torch.device]:
+    "(rank, world size, device): torchrun's process group when `WORLD_SIZE` > 1 (`alchemist.train.init_distributed`), else (0, 1, the config's device)."
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1 and not dist.is_initialized(): return 0, 1, get_device(device)
+    from alchemist.train import init_distributed   # why here: train imports diffusers (seconds), which one process never needs
+    return init_distributed(device)
+
+def _scoring_inputs(cfg: ScoringConfig, corpus: Path, man: pd.DataFrame, rater: Rater, text, device) -> tuple:
+    "(images, caption embeddings, rows in scoring order, whether the rater reads tokens, frozen features) of a scoring run; caches built on first use."
+    images = image_cache(corpus, rater.cfg.resolution)       # [N,H,W,3] uint8, memory-mapped
     text = caption_embeddings(corpus, max_tokens=cfg.max_tokens) if text is None else text
     if len(text.pooled) != len(man): raise ValueError(f"caption embeddings have {len(text.pooled)} rows, the manifest of {corpus} has {len(man)}")
     if text.uids is not None and list(text.uids[:5]) != man['uid'].astype(str).head(5).tolist():
@@ -137,38 +220,117 @@ def score_corpus(cfg: ScoringConfig, text=None) -> Path:
     if tokens and (text.tokens is None or text.tokens.ndim != 3 or len(text.tokens) != len(man)):
         raise ValueError(f"rater {cfg.rater} reads caption tokens: the caption embeddings must carry tokens [N={len(man)},L,D]")
     feats = split_image_features(corpus, man, cfg.split, images, rater.cfg, device=str(device))
-    n, C = len(rows), rater.cfg.width
-    inst, group, score = (np.empty(n, np.float32) for _ in range(3))
-    batch = np.empty(n, np.int32)
-    s1, s2 = torch.zeros(C, dtype=torch.float64), torch.zeros(C, dtype=torch.float64)
-    rater.eval(); pos = 0
+    return images, text, rows, tokens, feats
+
+def score_corpus(cfg: ScoringConfig, text=None) -> Path | None:
+    """Score the corpus of `cfg` with its rater; write the parquet table (uid, score, rank, instance, group, batch, run_id,
+    and file_name for an imported corpus) atomically; return its path. Its run record names the corpus folder and its
+    fingerprint. `text`: caption embeddings (a `TextBatch` in manifest order) if the caller has them,
+    else the corpus's cached MiniLM embeddings (`max_tokens` tokens). A `tokens` rater gets each batch's token states and
+    mask; an `effnet`/`randconv` rater the frozen features of its images, computed once per split (`split_image_features`).
+    The work goes in chunks of whole batches kept in `parts_dir(out)` until merged: under torchrun each process scores its
+    share and rank 0 merges; a run stopped before every chunk is done (killed, or `max_chunks`) returns None, and the
+    next run scores only the chunks still missing."""
+    if not cfg.rater: raise ConfigError("ScoringConfig.rater: give the path of a rater checkpoint")
+    if not cfg.corpus_dir: raise ConfigError("ScoringConfig.corpus_dir: give the corpus folder to score")
+    log = get_logger('alchemist.scoring')
+    corpus = Path(cfg.corpus_dir)
+    man = read_manifest(corpus)
+    name = corpus_info(corpus).get('name', corpus.name)
+    rank, world, device = _process_group(cfg.device)
+    lead = rank == 0
+    rater = load_rater(cfg.rater, corpus=name, device=str(device))   # raises RaterMismatchError for another corpus
+    run_id = rater_run_id(cfg.rater, rater)
+    out = Path(cfg.out) if cfg.out else _default_out(cfg, run_id)
+    if out.exists() and not cfg.overwrite: raise FileExistsError(f"score table exists: {out} (set overwrite=True to rescore)")
+    if lead: images, text, rows, tokens, feats = _scoring_inputs(cfg, corpus, man, rater, text, device)   # builds the caches once ...
+    if world > 1: dist.barrier()
+    if not lead: images, text, rows, tokens, feats = _scoring_inputs(cfg, corpus, man, rater, text, device)   # ... the other ranks read them
+    n, parts = len(rows), parts_dir(out)
+    chunks, uids = chunk_rows(n, cfg.batch_size, cfg.chunk_batches), man['uid'].iloc[rows].astype(str).to_numpy()
+    if lead: reused = open_parts(parts, scoring_plan(cfg, run_id, manifest_fingerprint(corpus), n, text), log)
+    if world > 1: dist.barrier()                         # chunks of another plan are gone before any rank looks
+    todo = [c for c in rank_chunks(len(chunks), rank, world) if not _chunk_done(parts, c)]
+    if cfg.max_chunks: todo = todo[:cfg.max_chunks]
+    rater.eval()
     with Timer() as tm, torch.inference_mode():
-        nb = (n + cfg.batch_size - 1) // cfg.batch_size
-        for b, r, x, t, tok, m, f in progress(_batches(images, text, rows, cfg.batch_size, device, tokens, feats), desc=f'scoring {name}', total=nb):
-            h = rater.features(x, t, tok, m, f)
-            k = len(r); sl = slice(pos, pos + k); pos += k
-            batch[sl] = b
-            if cfg.batch_independent:
-                s, _ = rater.heads(h, group_stats=(h.mean(0), h.var(0, unbiased=False)))
-                h64 = h.double().cpu(); s1 += h64.sum(0); s2 += (h64 * h64).sum(0)
-                inst[sl] = s.float().cpu().numpy()
-            else:
-                s, g = rater.heads(h)
-                w = torch.softmax(s / rater.cfg.softmax_temperature, 0) * k if cfg.softmax else s
-                inst[sl] = s.float().cpu().numpy(); group[sl] = float(g); score[sl] = (w * g).float().cpu().numpy()
-        if cfg.batch_independent:                        # pass 2: one corpus-wide group scalar
-            mean = s1 / n; var = (s2 / n - mean * mean).clamp_min(0)
-            h0 = torch.zeros(1, C, device=device)
-            _, g = rater.heads(h0, group_stats=(mean.float().to(device), var.float().to(device)))
-            group[:] = float(g); score[:] = inst * float(g)
-    if not np.isfinite(score).all():
-        bad = np.flatnonzero(~np.isfinite(score))
-        raise FloatingPointError(f"rater {cfg.rater} gave {len(bad)} non-finite scores on {corpus} (e.g. uid {man['uid'].iloc[rows[bad[0]]]})")
-    rec = run_record(cfg, corpus=name, n=n, seconds=round(tm.wall, 3), samples_per_s=round(n / max(tm.wall, 1e-9), 1),
-                     cpu_ratio=round(tm.cpu_ratio, 2), run_id=run_id, table=str(out), corpus_dir=str(corpus.resolve()), corpus_fingerprint=manifest_fingerprint(corpus))
-    names = dict(file_name=man['file_name'].iloc[rows].astype(str).to_numpy()) if 'file_name' in man.columns else {}
-    write_scores(out, man['uid'].iloc[rows].astype(str).to_numpy(), score, rec, instance=inst, group=group, batch=batch, run_id=run_id, **names)
-    log.info(f"scored {n} pairs of {name} in {tm.wall:.1f}s ({n / max(tm.wall, 1e-9):,.0f}/s) -> {out}")
+        bar = progress(desc=f'scoring {name}' + (f' (rank 0 of {world})' if world > 1 else ''),
+                       total=sum(math.ceil((chunks[c].stop - chunks[c].start) / cfg.batch_size) for c in todo)) if lead else None
+        for c in todo:
+            sl = chunks[c]
+            with Timer() as tc:
+                df, sums = _score_chunk(rater, cfg, _batches(images, text, rows[sl], cfg.batch_size, device, tokens, feats),
+                                        sl.start // cfg.batch_size, uids[sl])
+            _write_chunk(parts, c, df, sums, dict(chunk=c, positions=[sl.start, sl.stop], rank=rank, world_size=world, seconds=round(tc.wall, 3)))
+            if bar is not None: bar.update(math.ceil(len(df) / cfg.batch_size))
+        if bar is not None: bar.close()
+        scored = torch.tensor([len(todo)], device=device)
+        if world > 1: dist.all_reduce(scored)            # (also a barrier: every rank's chunks are on disk)
+        finished = [lead and all(_chunk_done(parts, c) for c in range(len(chunks)))]
+        if world > 1: dist.broadcast_object_list(finished, src=0)
+        finished = finished[0]
+        if lead and finished: inst, group, score, batch = _merge_chunks(parts, len(chunks), uids, rater, cfg, device)
+    if lead and finished:
+        if not np.isfinite(score).all():
+            bad = np.flatnonzero(~np.isfinite(score))
+            raise FloatingPointError(f"rater {cfg.rater} gave {len(bad)} non-finite scores on {corpus} (e.g. uid {uids[bad[0]]})")
+        fresh = n - sum(chunks[c].stop - chunks[c].start for c in reused)   # pairs scored by this run, in all its processes
+        rec = run_record(cfg, corpus=name, n=n, seconds=round(tm.wall, 3), samples_per_s=round(fresh / max(tm.wall, 1e-9), 1),
+                         cpu_ratio=round(tm.cpu_ratio, 2), run_id=run_id, table=str(out), corpus_dir=str(corpus.resolve()), corpus_fingerprint=manifest_fingerprint(corpus),
+                         world_size=world, chunks=len(chunks), chunks_reused=len(reused), chunks_scored=int(scored))
+        names = dict(file_name=man['file_name'].iloc[rows].astype(str).to_numpy()) if 'file_name' in man.columns else {}
+        write_scores(out, uids, score, rec, instance=inst, group=group, batch=batch, run_id=run_id, **names)
+        shutil.rmtree(parts)
+        log.info(f"scored {n} pairs of {name} in {tm.wall:.1f}s ({fresh / max(tm.wall, 1e-9):,.0f}/s" + (f", {world} processes" if world > 1 else '')
+                 + (f", {len(reused)} of {len(chunks)} chunks from an earlier run" if reused else '') + f") -> {out}")
+    if world > 1: dist.barrier()                         # the table is written before any rank returns
+    if finished: return out
+    if lead: log.info(f"stopped with {sum(_chunk_done(parts, c) for c in range(len(chunks)))} of {len(chunks)} chunks of {out} done "
+                      f"(kept in {parts}): run the same scoring again to finish")
+    return None
+
+# %% ../nbs/08_scoring.ipynb #5be2d6cc
+def torchrun_command(cfg: ScoringConfig, nproc: int) -> list[str]:
+    "The command that scores `cfg` in `nproc` processes on this machine: torchrun over `python -m alchemist.scoring` with every config field."
+    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', '-m', 'alchemist.scoring',
+            *(f'{k}={json.dumps(v)}' for k, v in config_to_dict(cfg).items())]
+
+def scoring_out(cfg: ScoringConfig) -> Path:
+    "The table `score_corpus(cfg)` writes (`cfg.out`, else named after the rater's run id); the checkpoint is checked against the corpus."
+    if not cfg.rater: raise ConfigError("ScoringConfig.rater: give the path of a rater checkpoint")
+    if not cfg.corpus_dir: raise ConfigError("ScoringConfig.corpus_dir: give the corpus folder to score")
+    if cfg.out: return Path(cfg.out)
+    corpus = Path(cfg.corpus_dir)
+    return _default_out(cfg, rater_run_id(cfg.rater, load_rater(cfg.rater, corpus=corpus_info(corpus).get('name', corpus.name))))
+
+def launch_scoring(cfg: ScoringConfig, nproc: int = 1) -> Path | None:
+    """Score `cfg` in `nproc` processes on this machine; return the table's path (None when `max_chunks` stopped it early).
+    One process runs `score_corpus` here; more are started by torchrun in a subprocess (`torchrun_command`)."""
+    if not isinstance(nproc, int) or nproc < 1: raise ConfigError(f"nproc must be an integer >= 1 (processes on this machine), got {nproc!r}")
+    if nproc == 1: return score_corpus(cfg)
+    out = scoring_out(cfg)                               # bad input is caught here, before N processes start
+    read_manifest(cfg.corpus_dir)
+    if out.exists() and not cfg.overwrite: raise FileExistsError(f"score table exists: {out} (set overwrite=True to rescore)")
+    r = subprocess.run(torchrun_command(cfg, nproc))
+    if r.returncode:
+        raise RuntimeError(f"scoring {cfg.corpus_dir} in {nproc} processes failed (exit status {r.returncode}; the ranks' errors are above); "
+                           f"finished chunks are kept in {parts_dir(out)}: run the same command again to resume")
+    return None if parts_dir(out).exists() else out
+
+def main(argv: list | None = None) -> Path | None:
+    """`python -m alchemist.scoring key=value ...` (ScoringConfig fields; values as JSON, else strings), or the same under
+    `torchrun --nproc_per_node N -m alchemist.scoring ...`: score, print the table's path on rank 0, leave the process group."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bad = [a for a in argv if '=' not in a]
+    if bad: raise ConfigError(f"expected key=value arguments (ScoringConfig fields), got {bad}")
+    def value(v):
+        try: return json.loads(v)
+        except json.JSONDecodeError: return v
+    cfg = config_from_dict(ScoringConfig, {k: value(v) for k, v in (a.split('=', 1) for a in argv)})
+    try: out = score_corpus(cfg)
+    finally:
+        if dist.is_initialized(): dist.destroy_process_group()
+    if int(os.environ.get('RANK', '0')) == 0: print(out if out else f"stopped early: finished chunks in {parts_dir(scoring_out(cfg))}")
     return out
 
 # %% ../nbs/08_scoring.ipynb #10e99607
@@ -195,3 +357,6 @@ def batch_relativity(cfg: ScoringConfig, shuffle_seed: int = 1, text=None) -> di
                 relative_vs_independent=ordering_spearman(rel, ind),
                 relative_vs_shuffled=ordering_spearman(rel, shuf),
                 independent_vs_instance=ordering_spearman(ind, inst))
+
+# %% ../nbs/08_scoring.ipynb #b0db4d25
+if __name__ == '__main__' and '__file__' in globals(): main()   # `python -m alchemist.scoring`, or under torchrun (a notebook kernel has no __file__)

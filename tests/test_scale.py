@@ -1,15 +1,20 @@
-"""Scale beyond one machine (issue 20): webdataset shards both ways, shards dealt out by rank, and downstream training
-under DDP (2 CPU processes, gloo, 1 thread each) matching one process, with a stopped run resumed."""
+"""Scale beyond one machine (issue 20): webdataset shards both ways, shards dealt out by rank, downstream training
+under DDP (2 CPU processes, gloo, 1 thread each) matching one process, with a stopped run resumed; and scoring under
+torchrun (2 processes) giving exactly the one-process table, with a stopped job resumed from its finished chunks."""
 import json, os, shutil, socket
 from pathlib import Path
 
-import numpy as np, pytest, torch
+import numpy as np, pandas as pd, pytest, torch
 import torch.multiprocessing as mp
 import webdataset as wds
 from PIL import Image
 
-from alchemist.core import config_from_dict
-from alchemist.data import corpus_dataset, import_webdataset, iter_samples, read_manifest, write_corpus
+from alchemist import cli
+from alchemist.core import config_from_dict, config_to_dict, read_json
+from alchemist.data import corpus_dataset, import_webdataset, iter_samples, read_manifest, read_scores, write_corpus
+from alchemist.rater import Rater, RaterConfig, save_rater
+from alchemist.scoring import ScoringConfig, launch_scoring, parts_dir, score_corpus
+from alchemist.toy import toy_corpus
 from alchemist.train import TrainConfig, fit, load_checkpoint
 
 torch.set_num_threads(1)
@@ -147,3 +152,82 @@ def test_plain_webdataset_shards_read_by_the_project(tmp_path):
     assert [s['caption'] for s in got] == [f'grey {i}' for i in range(5)]
     assert all(np.array_equal(np.asarray(s['image']), np.asarray(im)) for s, im in zip(got, imgs))
     assert list(man.file_name) == [f'part-{i // 2:04d}.tar/k{i:03d}.png' for i in range(5)]
+
+
+# --- scoring in several processes (torchrun, gloo) ---------------------------------------------------------------------
+
+def _scfg(cfg: ScoringConfig, **kw) -> ScoringConfig: return config_from_dict(ScoringConfig, {**config_to_dict(cfg), **kw})
+
+
+def _same_table(a: pd.DataFrame, b: pd.DataFrame):
+    "Exact equality of two score tables: columns, dtypes, row order, values."
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+@pytest.fixture(scope='module')
+def scoring(tmp_path_factory):
+    """A toy corpus (90 pairs in the train split: 12 batches of 8, 6 chunks of 2 batches, so each of 2 ranks scores 3), a tiny
+    rater whose batch statistics matter, and its table scored in this one process: the reference. This run also builds the
+    image and MiniLM caption caches the ranks then read."""
+    d = tmp_path_factory.mktemp('scoring')
+    toy_corpus(d/'toy', n=120, resolution=16, shard_size=32)
+    torch.manual_seed(0)
+    rater = Rater(RaterConfig(resolution=16, width=16, depth=2))
+    with torch.no_grad():
+        for p in rater.parameters(): p.mul_(3.0)                     # non-trivial heads, as in tests/test_scoring.py
+    ck = save_rater(rater, d/'rater.pt', corpus=dict(name='toy', resolution=16))
+    cfg = config_from_dict(ScoringConfig, dict(rater=str(ck), corpus_dir=str(d/'toy'), split='train', batch_size=8, chunk_batches=2, device='cpu'))
+    one = score_corpus(_scfg(cfg, out=str(d/'one.parquet')))
+    return d, cfg, read_scores(one), read_json(one.with_suffix('.json'))
+
+
+def test_two_process_scores_equal_one_process(scoring, monkeypatch):
+    d, cfg, one, rec1 = scoring
+    assert rec1['world_size'] == 1 and rec1['chunks'] == 6 and one['batch'].nunique() == 12
+    monkeypatch.setenv('ALCHEMIST_PROGRESS', '0')
+    out = launch_scoring(_scfg(cfg, out=str(d/'two.parquet')), 2)      # torchrun, 2 processes, gloo
+    two, rec2 = read_scores(out), read_json(out.with_suffix('.json'))
+    assert two['uid'].tolist() == one['uid'].tolist()                  # the same order
+    for col in one.columns: assert np.array_equal(two[col].to_numpy(), one[col].to_numpy()), col   # the same values, bit for bit
+    _same_table(two, one)
+    assert rec2['world_size'] == 2 and (rec2['chunks'], rec2['chunks_scored'], rec2['chunks_reused']) == (6, 6, 0)
+    assert set(rec2) == set(rec1) and {k: v for k, v in rec2['config'].items() if k != 'out'} == {k: v for k, v in rec1['config'].items() if k != 'out'}
+    assert not parts_dir(out).exists()                                 # merged: the chunks are gone
+    assert one['score'].nunique() > 80 and (one.groupby('batch')['group'].nunique() == 1).all() and one['group'].nunique() > 1   # batch-relative scores
+
+
+def test_a_stopped_two_process_scoring_resumes(scoring, monkeypatch):
+    "Stopped after each rank's first chunk (what a killed job leaves), then run again: only the missing chunks are scored."
+    d, cfg, one, _ = scoring
+    monkeypatch.setenv('ALCHEMIST_PROGRESS', '0')
+    c = _scfg(cfg, out=str(d/'resumed.parquet'))
+    assert launch_scoring(_scfg(c, max_chunks=1), 2) is None
+    parts = parts_dir(c.out)
+    markers = sorted(parts.glob('*.done.json'))
+    assert [m.name for m in markers] == ['chunk-000000.done.json', 'chunk-000001.done.json'] and not Path(c.out).exists()
+    assert [read_json(m)['rank'] for m in markers] == [0, 1]
+    assert sorted(p.name for p in parts.glob('*.parquet')) == ['chunk-000000.parquet', 'chunk-000001.parquet']
+    out = launch_scoring(c, 2)
+    rec = read_json(out.with_suffix('.json'))
+    assert (rec['chunks'], rec['chunks_reused'], rec['chunks_scored']) == (6, 2, 4)   # the two finished chunks were not scored again
+    _same_table(read_scores(out), one)
+    assert not parts.exists()
+
+
+def test_cli_score_nproc_hands_the_rater_to_the_launcher(scoring, capsys, monkeypatch):
+    "`alchemist score CORPUS --selector alchemist --rater CKPT --nproc 2`: the CLI's part (the launch itself is tested above)."
+    import alchemist.scoring as SC
+    d, cfg, _, _ = scoring
+    assert cli.main(['score', cfg.corpus_dir, '--selector', 'alchemist', '--rater', cfg.rater, '--nproc', '0', 'device=cpu']) == 2
+    assert 'nproc must be an integer >= 1' in capsys.readouterr().err
+    calls = []
+    def launch(c, nproc):                                          # stands in for torchrun: scores in this process
+        calls.append((c, nproc)); return SC.score_corpus(c)
+    monkeypatch.setattr(SC, 'launch_scoring', launch)
+    assert cli.main(['score', cfg.corpus_dir, '--selector', 'alchemist', '--rater', cfg.rater, '--nproc', '2', '--out', str(d/'cli.parquet'), 'device=cpu']) == 0
+    assert 'scores: ' in capsys.readouterr().out and len(calls) == 1
+    c, nproc = calls[0]
+    assert nproc == 2 and (c.rater, c.corpus_dir, c.split, c.device) == (cfg.rater, cfg.corpus_dir, 'train', 'cpu')
+    assert len(read_scores(d/'cli.parquet')) == 90
+    assert cli.main(['score', cfg.corpus_dir, '--selector', 'clarity', '--nproc', '2']) == 2   # baselines score in one process
+    assert '--nproc scores with the rater' in capsys.readouterr().err
