@@ -144,6 +144,7 @@ class ExperimentConfig:
     seed: int = 0                  # run seed: rater init, sampling, downstream init, data order
     profile: str = 'smoke'         # 'smoke', 'quick' or 'paper' (recorded with every result)
     device: str = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:1', ...
+    precision: str = 'fp32'        # downstream training: 'fp32' or 'bf16' (autocast; alchemist.train.TrainConfig.precision: measure first)
     out_dir: str = ''              # run folder; '' = runs/experiments/<config hash> (or <work_dir>/experiments/...)
     work_dir: str = ''             # folder for raters, scores and caches of a read-only corpus ('' = inside the corpus folder)
 
@@ -183,6 +184,7 @@ def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     if cfg.corpus not in BUILT_IN_CORPORA and not (Path(cfg.corpus)/'manifest.parquet').exists():
         raise ConfigError(f"ExperimentConfig.corpus={cfg.corpus!r} is neither 'synthetic', 'web', 'web-planted' nor a corpus folder "
                           "(import your data with `alchemist data import SOURCE --out FOLDER`)")
+    if cfg.precision not in ('fp32', 'bf16'): raise ConfigError(f"ExperimentConfig.precision must be 'fp32' or 'bf16', got {cfg.precision!r}")
     if cfg.heldout not in ('as_is', 'clean') and not Path(cfg.heldout).is_file():
         raise ConfigError(f"ExperimentConfig.heldout must be 'as_is', 'clean' or a subset manifest; no file {cfg.heldout}")
     if cfg.judge_n > 0 and cfg.corpus not in BUILT_IN_CORPORA:
@@ -199,7 +201,7 @@ def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
 NON_RESULT_FIELDS = ('out_dir', 'device', 'work_dir', 'ckpt_every')   # where and how often a run writes: not what it computes
 # fields added after runs were recorded, at their defaults (which compute what the runs before them did): left out of a run's
 # identity, so every existing run folder, cache key and hash stays as it was
-NEUTRAL_DEFAULTS = dict(meta_preset='', meta={}, rater_inputs='pixels+pooled', work_dir='', ckpt_every=200)   # fields added after runs finished: at these values a run keeps its identity
+NEUTRAL_DEFAULTS = dict(meta_preset='', meta={}, rater_inputs='pixels+pooled', work_dir='', ckpt_every=200, precision='fp32')   # fields added after runs finished: at these values a run keeps its identity
 
 def identity_dict(cfg: ExperimentConfig, exclude=()) -> dict:
     "The fields of `cfg` that make a run what it is: all (as JSON values), minus `exclude` and the `NEUTRAL_DEFAULTS` fields at their defaults."
@@ -443,7 +445,7 @@ def train_config(cfg: ExperimentConfig, corpus_dir: Path, out: Path) -> TrainCon
     "The downstream `TrainConfig` of an experiment: train on `out/subset.json` of `corpus_dir` at the config's budget."
     return config_from_dict(TrainConfig, dict(
         corpus_dir=str(corpus_dir), subset=str(out/'subset.json'), model=dict(family=cfg.family, size=cfg.size, resolution=cfg.resolution),
-        budget=cfg.budget, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
+        budget=cfg.budget, epochs=cfg.epochs, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, precision=cfg.precision,
         keep_steps=tuple(sorted({int(k) for k in cfg.eval_at})), ckpt_every=cfg.ckpt_every, out_dir=str(out/'train')))
 
 def train_and_evaluate(cfg: ExperimentConfig, corpus_dir: Path, out: Path, n_pool: int) -> dict:
