@@ -377,7 +377,7 @@ def _build(run_dir: Path, corpus: Path, tcfg: TrainConfig, step: int, cfg: Index
                      ranker=dict(d_in=int(feats.shape[1]), hidden=cfg.hidden, dropout=cfg.dropout), ranker_final_bce=net.losses[-1],
                      seconds=dict(generate=t_gen.wall, teacher=t_teacher.wall, features=t_feat.wall, fit=t_fit.wall, total=t_all.wall))
     write_json(out/INDEX_JSON, rec)
-    log.info(f"attribution index {out}: {len(items)} training pairs, teacher {n_t} x {len(q_uids)} queries; "
+    log.info(f"attribution index {out}: {len(items)} training pairs, teacher {n_t} x {len(q_of)} queries ({len(q_uids)} captions); "
              f"mAP@{k} held-out queries {rec['map_ranker']:.3f} (feature cosine {rec['map_feature_cosine']:.3f}, chance {rec['map_chance']:.3f}); {t_all.wall:.1f} s")
     return rec
 
