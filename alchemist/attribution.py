@@ -4,26 +4,33 @@
 
 # %% ../nbs/12b_attribution.ipynb #8bc7ab63
 from __future__ import annotations
+import math, textwrap, time
 from dataclasses import dataclass
+from pathlib import Path
 
 # %% auto #0
-__all__ = ['AttributionConfig', 'GradSketch', 'per_sample_gradients', 'gradient_similarity', 'map_at_k', 'AttributionRanker',
-           'rank_labels', 'fit_ranker', 'predict_influence', 'image_features', 'pair_features',
-           'attribution_train_config', 'score_fastgda']
+__all__ = ['FEATURE_KINDS', 'QUERY_IMAGES', 'INDEX_DIR', 'INDEX_JSON', 'AttributionConfig', 'GradSketch', 'per_sample_gradients',
+           'gradient_similarity', 'map_at_k', 'AttributionRanker', 'rank_labels', 'fit_ranker', 'predict_influence',
+           'image_features', 'pair_features', 'attribution_train_config', 'score_fastgda', 'IndexConfig',
+           'check_index_config', 'index_config', 'run_training', 'training_pairs', 'read_query_image', 'generate',
+           'index_key', 'AttributionIndex', 'load_index', 'build_index', 'attribute', 'show_attribution']
 
 # %% ../nbs/12b_attribution.ipynb #8cb76335
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
 # %% ../nbs/12b_attribution.ipynb #0fea5eed
-from .core import Timer, get_device, get_logger, progress, seed_everything
-from .data import images_to_tensor, load_images
-from .encoders import caption_embeddings, rows_for
-from .image_encoders import effnet_features, l2n
+from .core import (ConfigError, Timer, atomic_path, cache_key, check_device, config_from_dict, config_to_dict, get_device,
+                            get_logger, progress, read_json, run_record, seed_everything, stable_hash, stale_reason, to_json, write_json)
+from .data import SPLITS, CorpusError, images_to_tensor, load_images, manifest_fingerprint, read_manifest, read_subset, tensor_to_images
+from .encoders import ENCODER_NAME, TextEncoder, caption_embeddings, rows_for
+from .image_encoders import effnet_features, l2n, load_effnet
 from .t2i import T2IConfig, T2IModel
-from .train import TrainConfig, load_trained, train
+from .train import TrainConfig, load_checkpoint, load_trained, train
 
 # %% ../nbs/12b_attribution.ipynb #74cde558
 @dataclass
@@ -186,3 +193,335 @@ def score_fastgda(corpus_dir, cfg, model: T2IModel | None = None, feature_kind: 
     score = P.mean(0) if a.reduce == 'mean' else P.max(0)
     get_logger().info(f"fastgda: mAP@{k} held-out queries {diag['map_ranker']:.3f} (feature cosine {diag['map_feature_cosine']:.3f}, chance {diag['map_chance']:.3f})")
     return uids, score, diag
+
+# %% ../nbs/12b_attribution.ipynb #b836ffcd
+FEATURE_KINDS = ('effnet', 'pixels')   # image features `image_features` computes
+QUERY_IMAGES = ('generated', 'real', 'both')   # the images of calibration queries (IndexConfig.query_images)
+INDEX_DIR, INDEX_JSON = 'attribution', 'index.json'   # the index folder inside a run folder, and its record (written last)
+
+@dataclass
+class IndexConfig:
+    "Settings of a run's attribution index (`build_index`): features, calibration queries, teacher and ranker."
+    feature_kind: str = 'effnet'   # frozen image features: 'effnet' (EfficientNet-Lite0 ImageNet, pooled) | 'pixels' (8x8 colour thumbnail)
+    query_split: str = 'eval'      # corpus split whose captions are the calibration queries (pairs the run trained on are left out)
+    n_queries: int = 32            # calibration captions drawn from `query_split`
+    query_images: str = 'both'     # images of those captions: 'generated' by the run's model (FastGDA's queries) | 'real' (the split's
+                                   # own images) | 'both' (each caption twice), so that given images are queries the ranker has seen
+    query_holdout: float = 0.25    # fraction of calibration queries kept out of the ranker's fit; mAP@k is measured on them
+    n_teacher_items: int = 512     # training pairs that get exact gradient-similarity ground truth (0 = every pair)
+    n_timesteps: int = 4           # stratified timesteps of the per-sample loss whose gradient is the teacher's
+    proj_dim: int = 512            # CountSketch size of per-sample gradients
+    guidance: float = 3.0          # classifier-free guidance of generated images (calibration queries and `attribute`)
+    sample_steps: int = 25         # sampler steps of generated images
+    hidden: int = 256              # ranker MLP width (FastGDA: 768)
+    epochs: int = 60               # ranker full-matrix training steps
+    lr: float = 1e-3               # ranker learning rate (FastGDA: 1e-3)
+    dropout: float = 0.1           # ranker dropout (FastGDA: 0.1)
+    map_k: int = 10                # k of the recorded mAP@k
+    seed: int = 0                  # seeds the queries and teacher items drawn, the generated images, the sketch and the ranker
+    device: str = 'auto'           # 'auto' | 'cpu' | 'cuda' (generation, gradients, features)
+
+def check_index_config(cfg: IndexConfig) -> IndexConfig:
+    "`cfg` when every field is valid (checked before any work), else a `ConfigError` naming the field."
+    def bad(f, why): return ConfigError(f"IndexConfig.{f} {why}, got {getattr(cfg, f)!r}")
+    if cfg.feature_kind not in FEATURE_KINDS: raise bad('feature_kind', f"must be one of {FEATURE_KINDS}")
+    if cfg.query_split not in SPLITS: raise bad('query_split', f"must be one of {SPLITS}")
+    if cfg.query_images not in QUERY_IMAGES: raise bad('query_images', f"must be one of {QUERY_IMAGES}")
+    if cfg.n_queries < 2: raise bad('n_queries', "must be >= 2 (some to fit the ranker, some to measure it)")
+    if not 0 < cfg.query_holdout < 1: raise bad('query_holdout', "must be in (0, 1)")
+    if cfg.n_teacher_items < 0 or cfg.n_teacher_items == 1: raise bad('n_teacher_items', "must be 0 (every pair) or >= 2")
+    for f in ('n_timesteps', 'proj_dim', 'sample_steps', 'hidden', 'epochs', 'map_k'):
+        if getattr(cfg, f) < 1: raise bad(f, "must be >= 1")
+    if cfg.guidance < 0: raise bad('guidance', "must be >= 0 (1 = no guidance)")
+    if not cfg.lr > 0: raise bad('lr', "must be > 0")
+    if not 0 <= cfg.dropout < 1: raise bad('dropout', "must be in [0, 1)")
+    check_device(cfg.device, 'IndexConfig.device')
+    return cfg
+
+def index_config(cfg: IndexConfig | dict | None = None) -> IndexConfig:
+    "An `IndexConfig` from itself, a dict of its fields (unknown keys raise) or None (the defaults), validated."
+    if cfg is None: cfg = IndexConfig()
+    elif isinstance(cfg, dict): cfg = config_from_dict(IndexConfig, cfg)
+    return check_index_config(cfg)
+
+# %% ../nbs/12b_attribution.ipynb #b6808f5b
+def run_training(run_dir) -> tuple[TrainConfig, int]:
+    "`(TrainConfig, steps)` of an `alchemist.train` run folder, from its `train.json` (else its checkpoint); a clear error when it is not one."
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir(): raise FileNotFoundError(f"no run folder {run_dir} (an alchemist.train run folder: checkpoint.pt, train.json)")
+    if (run_dir/'train.json').exists():
+        rec = read_json(run_dir/'train.json')
+        return config_from_dict(TrainConfig, rec['config']), int(rec['result']['steps'])
+    ck = load_checkpoint(run_dir)   # raises naming the missing checkpoint
+    return config_from_dict(TrainConfig, ck['config']), int(ck['step'])
+
+def training_pairs(tcfg: TrainConfig, corpus_dir, resolution: int) -> tuple[np.ndarray, pd.DataFrame]:
+    "Images `[N,R,R,3]` and manifest rows (uid, caption, file_name, ...) of the pairs the run trained on (its subset or the train split), in one order."
+    uids = read_subset(tcfg.subset).uids if tcfg.subset else None
+    images, got = load_images(corpus_dir, resolution, split=None if uids else 'train', uids=uids)
+    man = read_manifest(corpus_dir).set_index('uid')
+    rows = man.loc[got].reset_index()
+    # where to find the image: the original file name of an imported corpus, else the uid's member of its shard
+    if 'file_name' not in rows.columns or (rows.file_name.fillna('') == '').all():
+        rows['file_name'] = [f"{s}:{u}.png" for s, u in zip(rows['shard'], rows['uid'])]
+    return images, rows
+
+def read_query_image(image, resolution: int) -> np.ndarray:
+    "A query image as uint8 `[1,R,R,3]`: a file path, a PIL image or an HxWx3 uint8 array, box-resized to `resolution` as the corpus image cache is."
+    if isinstance(image, (str, Path)):
+        p = Path(image)
+        if not p.is_file(): raise FileNotFoundError(f"no image file {p}")
+        try:
+            with Image.open(p) as im: im.load(); img = im.convert('RGB')
+        except (OSError, SyntaxError, ValueError) as e:   # PIL's UnidentifiedImageError is an OSError
+            raise ValueError(f"{p} is not an image file PIL can read ({type(e).__name__}: {e})") from e
+    elif isinstance(image, Image.Image): img = image.convert('RGB')
+    else:
+        a = np.asarray(image)
+        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3: raise ValueError(f"a query image array must be uint8 HxWx3, got {a.dtype} {a.shape}")
+        img = Image.fromarray(a)
+    if img.size != (resolution, resolution): img = img.resize((resolution, resolution), Image.BOX)
+    return np.asarray(img)[None]
+
+@torch.no_grad()
+def generate(model: T2IModel, tokens: torch.Tensor, mask: torch.Tensor, guidance: float = 3.0, steps: int = 25, seed: int = 0,
+             batch_size: int = 32, desc: str = 'generate') -> np.ndarray:
+    "uint8 images `[N,R,R,3]` the model samples for captions (`tokens`, `mask`); the same seed and batch size give the same images."
+    g = torch.Generator(device=model.device).manual_seed(seed); out = []
+    starts = range(0, len(tokens), batch_size)
+    for s in (progress(starts, desc=desc) if len(starts) > 1 else starts):
+        x = model.sample(tokens[s:s + batch_size].float(), mask[s:s + batch_size].bool(), guidance=guidance, steps=steps, generator=g)
+        out.append(tensor_to_images(x))
+    return np.concatenate(out)
+
+# %% ../nbs/12b_attribution.ipynb #8dddc07e
+def index_key(cfg: IndexConfig, run_step: int) -> dict:
+    "The cache key of an index: its config (hash), the step of the run's checkpoint and the code version."
+    return cache_key(config=f"{stable_hash(to_json(config_to_dict(cfg), indent=None)):016x}", run_step=int(run_step))
+
+def _corpus_for(run_dir: Path, tcfg: TrainConfig, corpus_dir) -> Path:
+    "The corpus to build the index from (given, else the run's), or an error that says there is neither an index nor a corpus."
+    c = corpus_dir or tcfg.corpus_dir
+    if not c or not (Path(c)/'manifest.parquet').exists():
+        raise FileNotFoundError(f"no attribution index in {run_dir/INDEX_DIR} and no corpus to build one from: "
+                                + (f"the run's corpus {c} is not a corpus folder (missing or moved)" if c else "the run records no corpus")
+                                + "; pass corpus_dir= (alchemist attribute --corpus DIR)")
+    return Path(c)
+
+def _save_npy(path: Path, arr: np.ndarray):
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as f: np.save(f, arr)   # a file object: np.save would append '.npy' to the temporary name
+
+def _calibration_queries(corpus_dir, split: str, exclude: set, n: int, rng) -> list:
+    "Up to `n` uids of `split` (drawn with `rng`, in manifest order) that the run did not train on; fewer than 2 raise."
+    man = read_manifest(corpus_dir)
+    pool = man[(man.split == split) & ~man.uid.isin(exclude)].uid.tolist()
+    if len(pool) < 2: raise CorpusError(f"{corpus_dir}: split '{split}' has {len(pool)} pair(s) the run did not train on; calibration needs >= 2 "
+                                        "(IndexConfig.query_split names another split)")
+    return [pool[i] for i in np.sort(rng.choice(len(pool), size=min(n, len(pool)), replace=False))]
+
+def _query_images(model: T2IModel, corpus, q_uids: list, tq, cfg: IndexConfig) -> tuple[np.ndarray, np.ndarray]:
+    "`(images [Q,R,R,3], caption position of each)` of the calibration queries, as `cfg.query_images` asks."
+    parts, of = [], []
+    if cfg.query_images in ('generated', 'both'):
+        parts.append(generate(model, tq.tokens, tq.mask, cfg.guidance, cfg.sample_steps, cfg.seed, desc='calibration images')); of.append(np.arange(len(q_uids)))
+    if cfg.query_images in ('real', 'both'):
+        ims, got = load_images(corpus, model.cfg.resolution, uids=q_uids)
+        pos = {u: i for i, u in enumerate(got)}
+        parts.append(ims[[pos[u] for u in q_uids]]); of.append(np.arange(len(q_uids)))
+    return np.concatenate(parts), np.concatenate(of)
+
+def _fit_split(n: int, holdout: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    "`(held_out, fit)` positions of `n` queries: at least one in each."
+    perm = rng.permutation(n); h = min(n - 1, max(1, int(round(holdout * n))))
+    return perm[:h], perm[h:]
+
+def _build(run_dir: Path, corpus: Path, tcfg: TrainConfig, step: int, cfg: IndexConfig) -> dict:
+    "Compute and write the index files of `run_dir/attribution/`; return the record (written last, as `index.json`)."
+    out, log = run_dir/INDEX_DIR, get_logger('alchemist.attribution')
+    (out/INDEX_JSON).unlink(missing_ok=True)              # a half-rebuilt index is never taken for a whole one
+    rng = seed_everything(cfg.seed)
+    with Timer() as t_all:
+        model = load_trained(run_dir, device=cfg.device); r = model.cfg.resolution
+        images, items = training_pairs(tcfg, corpus, r)
+        text = caption_embeddings(corpus, max_tokens=tcfg.max_tokens)
+        tb = rows_for(text, items.uid.tolist())
+        q_uids = _calibration_queries(corpus, cfg.query_split, set(items.uid), cfg.n_queries, rng)
+        tq = rows_for(text, q_uids)
+        with Timer() as t_gen: q_images, q_of = _query_images(model, corpus, q_uids, tq, cfg)
+        tq = tq[q_of]                                     # one caption row per calibration image
+        n_t = len(items) if cfg.n_teacher_items == 0 else min(cfg.n_teacher_items, len(items))
+        teach = np.sort(rng.choice(len(items), size=n_t, replace=False))
+        with Timer() as t_teacher:
+            gi = per_sample_gradients(model, images[teach], tb.tokens[teach], tb.mask[teach], cfg.n_timesteps, cfg.proj_dim, cfg.seed, 'teacher: training pairs')
+            gq = per_sample_gradients(model, q_images, tq.tokens, tq.mask, cfg.n_timesteps, cfg.proj_dim, cfg.seed, 'teacher: queries')
+            truth = gradient_similarity(gq, gi)
+        with Timer() as t_feat:
+            feats = pair_features(images, tb.pooled, cfg.feature_kind, cfg.device).astype(np.float32)
+            q_feats = pair_features(q_images, tq.pooled, cfg.feature_kind, cfg.device).astype(np.float32)
+        hold_c, _ = _fit_split(len(q_uids), cfg.query_holdout, rng)     # by caption: both images of a caption on one side
+        hold, fit_q = np.flatnonzero(np.isin(q_of, hold_c)), np.flatnonzero(~np.isin(q_of, hold_c))
+        rcfg = AttributionConfig(hidden=cfg.hidden, epochs=cfg.epochs, lr=cfg.lr, dropout=cfg.dropout)
+        with Timer() as t_fit: net = fit_ranker(q_feats[fit_q], feats[teach], truth[fit_q], rcfg, cfg.seed)
+        k = min(cfg.map_k, n_t)
+        _save_npy(out/'features.npy', feats)
+        with atomic_path(out/'items.parquet') as tmp: items[['uid', 'caption', 'file_name']].to_parquet(tmp, index=False)
+        with atomic_path(out/'ranker.pt') as tmp: torch.save(net.state_dict(), tmp)
+    rec = run_record(cfg, key=index_key(cfg, step), run_dir=str(run_dir), run_step=step, corpus_dir=str(corpus),
+                     corpus_fingerprint=manifest_fingerprint(corpus), resolution=r, max_tokens=tcfg.max_tokens, text_encoder=ENCODER_NAME,
+                     n_items=len(items), feature_dim=int(feats.shape[1]), n_teacher_items=n_t, n_queries=len(q_of), n_query_captions=len(q_uids),
+                     n_fit_queries=len(fit_q), n_heldout_queries=len(hold), query_uids=q_uids, map_k=k,
+                     map_ranker=map_at_k(predict_influence(net, q_feats[hold], feats[teach]), truth[hold], k),
+                     map_ranker_fit_queries=map_at_k(predict_influence(net, q_feats[fit_q], feats[teach]), truth[fit_q], k),
+                     map_feature_cosine=map_at_k(q_feats[hold] @ feats[teach].T, truth[hold], k), map_chance=k / n_t,
+                     ranker=dict(d_in=int(feats.shape[1]), hidden=cfg.hidden, dropout=cfg.dropout), ranker_final_bce=net.losses[-1],
+                     seconds=dict(generate=t_gen.wall, teacher=t_teacher.wall, features=t_feat.wall, fit=t_fit.wall, total=t_all.wall))
+    write_json(out/INDEX_JSON, rec)
+    log.info(f"attribution index {out}: {len(items)} training pairs, teacher {n_t} x {len(q_of)} queries ({len(q_uids)} captions); "
+             f"mAP@{k} held-out queries {rec['map_ranker']:.3f} (feature cosine {rec['map_feature_cosine']:.3f}, chance {rec['map_chance']:.3f}); {t_all.wall:.1f} s")
+    return rec
+
+# %% ../nbs/12b_attribution.ipynb #9b877125
+@dataclass
+class AttributionIndex:
+    "A loaded attribution index (`load_index`): the training pairs, their features and ranker embeddings, the ranker and the record."
+    run_dir: Path
+    record: dict               # index.json: config, counts, mAP@k, times
+    items: pd.DataFrame        # uid, caption, file_name of every training pair, in feature order
+    features: np.ndarray       # [N, D] frozen features (image + caption) of the training pairs
+    net: AttributionRanker     # the ranker, in eval mode
+    embeddings: torch.Tensor   # [N, hidden] the ranker's embedding of every training pair (computed on load)
+    cached: bool = False       # True when `build_index` found it on disk
+
+    @torch.no_grad()
+    def scores(self, q_feats: np.ndarray) -> np.ndarray:
+        "Predicted influence `[Q, N]` of queries (features `[Q, D]`) on every training pair (as `predict_influence`, from the stored embeddings)."
+        q = self.net.embed(torch.as_tensor(q_feats, dtype=torch.float32, device=self.embeddings.device))
+        return torch.sigmoid(self.net.scale * q @ self.embeddings.T + self.net.bias).double().cpu().numpy()
+
+def load_index(run_dir, device: str = 'cpu') -> AttributionIndex:
+    "The attribution index saved in `run_dir/attribution/` (a clear error when there is none, or its files disagree)."
+    d = Path(run_dir)/INDEX_DIR
+    if not (d/INDEX_JSON).exists():
+        raise FileNotFoundError(f"no attribution index in {d}: build it with build_index(run_dir, corpus_dir) or `alchemist attribute --model RUN ...`")
+    rec = read_json(d/INDEX_JSON)
+    for f in ('features.npy', 'items.parquet', 'ranker.pt'):
+        if not (d/f).exists(): raise FileNotFoundError(f"attribution index {d} lacks {f}: delete {d/INDEX_JSON} to rebuild it")
+    feats, items = np.load(d/'features.npy'), pd.read_parquet(d/'items.parquet')
+    if len(feats) != len(items): raise ValueError(f"attribution index {d}: features.npy has {len(feats)} rows, items.parquet {len(items)}: delete {d/INDEX_JSON} to rebuild it")
+    dev = get_device(device)
+    net = AttributionRanker(**rec['ranker']); net.load_state_dict(torch.load(d/'ranker.pt', map_location='cpu', weights_only=True))
+    net = net.to(dev).eval()
+    with torch.no_grad():
+        emb = torch.cat([net.embed(torch.as_tensor(feats[s:s + 8192], device=dev)) for s in range(0, len(feats), 8192)])
+    return AttributionIndex(Path(run_dir), rec, items, feats, net, emb)
+
+def build_index(run_dir, corpus_dir=None, cfg: IndexConfig | dict | None = None, rebuild: bool = False, device: str = 'cpu') -> AttributionIndex:
+    """The attribution index of the trained run at `run_dir`, built into `run_dir/attribution/` or loaded from there.
+    `corpus_dir`: the run's training corpus (default: the one its config names). `cfg` None: any index already there
+    (built with the defaults if there is none); a config: the index built with that config (rebuilt if it differs).
+    A run that trained further since is always rebuilt. `device`: where the loaded ranker scores."""
+    run_dir = Path(run_dir)
+    tcfg, step = run_training(run_dir)
+    given = cfg is not None
+    cfg = index_config(cfg)
+    js = run_dir/INDEX_DIR/INDEX_JSON
+    if js.exists() and not rebuild:
+        stored = read_json(js)
+        wanted = index_key(cfg, step)
+        if not given:   # whatever config the index has, but for this checkpoint and code
+            wanted = {k: wanted[k] for k in ('run_step', 'code_version')}
+            cfg = index_config(stored.get('config'))
+        why = stale_reason(stored.get('key'), wanted)
+        if why is None:
+            idx = load_index(run_dir, device); idx.cached = True; return idx
+        get_logger('alchemist.attribution').info(f"rebuilding {js.parent}: {why}")
+    _build(run_dir, _corpus_for(run_dir, tcfg, corpus_dir), tcfg, step, cfg)
+    return load_index(run_dir, device)
+
+# %% ../nbs/12b_attribution.ipynb #63720970
+_SESSIONS: dict = {}        # (run folder, device) -> _Session: what `attribute` loads once per process
+_TEXT_ENCODERS: dict = {}   # (device, max_tokens) -> TextEncoder
+
+@dataclass
+class _Session:
+    index: AttributionIndex
+    model: T2IModel
+    encoder: TextEncoder
+    stamp: int             # index.json's mtime when loaded
+    load_s: float          # seconds it took to load (or build) all of it
+
+def _text_encoder(device: str, max_tokens: int) -> TextEncoder:
+    k = (str(get_device(device)), max_tokens)
+    if k not in _TEXT_ENCODERS: _TEXT_ENCODERS[k] = TextEncoder(device=device, max_tokens=max_tokens)
+    return _TEXT_ENCODERS[k]
+
+def _session(run_dir: Path, step: int, corpus_dir, cfg, device: str) -> _Session:
+    "The loaded index, model and encoder of a run: reused while index.json is unchanged and matches `cfg` and the run's step."
+    k, js = (str(run_dir.resolve()), str(get_device(device))), run_dir/INDEX_DIR/INDEX_JSON
+    s = _SESSIONS.get(k)
+    ok = (s is not None and js.exists() and s.stamp == js.stat().st_mtime_ns and s.index.record['run_step'] == step
+          and (cfg is None or s.index.record['key'] == index_key(index_config(cfg), step)))
+    if ok: return s
+    with Timer() as t:
+        idx = build_index(run_dir, corpus_dir, cfg, device=device)
+        model = load_trained(run_dir, device=device)
+        enc = _text_encoder(device, idx.record['max_tokens'])
+        if idx.record['config']['feature_kind'] == 'effnet': load_effnet(str(get_device(device)))
+    _SESSIONS[k] = s = _Session(idx, model, enc, js.stat().st_mtime_ns, t.wall)
+    return s
+
+def attribute(run_dir, caption: str, image=None, top: int = 10, seed: int = 0, corpus_dir=None, cfg: IndexConfig | dict | None = None,
+              device: str = 'auto') -> pd.DataFrame:
+    """The `top` training pairs of the run at `run_dir` with the highest predicted influence on the query (`image`, `caption`),
+    answered from the run's attribution index (no gradients at query time; the index is built on first use, see `build_index`).
+    `image`: a file path, PIL image or HxWx3 uint8 array; None = generate one from the run's model for `caption` (seeded by `seed`).
+    Returns columns uid, file_name, caption, score (the ranker's influence probability), rank (1 = most influential);
+    `.attrs`: `image` (the query image, PIL, at the run's resolution), `generated`, `seconds` (this query's time by stage)."""
+    if not isinstance(caption, str) or not caption.strip(): raise ValueError("attribute needs a caption (a non-empty string)")
+    if not isinstance(top, (int, np.integer)) or top < 1: raise ValueError(f"top must be an integer >= 1, got {top!r}")
+    run_dir = Path(run_dir)
+    tcfg, step = run_training(run_dir)
+    q_img = read_query_image(image, tcfg.model.resolution) if image is not None else None   # a bad file fails before any long work
+    s = _session(run_dir, step, corpus_dir, cfg, device)
+    rc = s.index.record['config']
+    t0 = time.perf_counter()
+    tb = s.encoder.encode([caption])
+    tokens, pooled = tb.tokens.half().float(), tb.pooled.half().float().cpu()   # as the caption cache stores them (fp16)
+    t1 = time.perf_counter()
+    if q_img is None: q_img = generate(s.model, tokens, tb.mask, rc['guidance'], rc['sample_steps'], seed)
+    t2 = time.perf_counter()
+    q = pair_features(q_img, pooled, rc['feature_kind'], device)
+    t3 = time.perf_counter()
+    sc = s.index.scores(q)[0]
+    order = np.argsort(-sc, kind='stable')[:top]
+    t4 = time.perf_counter()
+    df = s.index.items.iloc[order][['uid', 'file_name', 'caption']].reset_index(drop=True)
+    df['score'], df['rank'] = sc[order], np.arange(1, len(order) + 1)
+    df.attrs = dict(image=Image.fromarray(q_img[0]), caption=caption, generated=image is None, load_s=s.load_s,
+                    seconds=dict(encode=t1 - t0, generate=t2 - t1, features=t3 - t2, rank=t4 - t3, total=time.perf_counter() - t0))
+    return df
+
+# %% ../nbs/12b_attribution.ipynb #76c127c7
+def show_attribution(run_dir, caption: str | None = None, image=None, top: int = 8, seed: int = 0, result: pd.DataFrame | None = None,
+                     corpus_dir=None, ncols: int | None = None, width: float = 1.7, **kw):
+    """A matplotlib figure: the query image (generated or given) and its `top` training pairs (`attribute`, or `result`
+    of an earlier call) with rank, score and caption under each. Training images come from the index's corpus
+    (or `corpus_dir`); `kw` goes to `attribute`."""
+    import matplotlib.pyplot as plt   # why here: pyplot is slow to import and only this view draws
+    res = result if result is not None else attribute(run_dir, caption, image, top, seed, corpus_dir, **kw)
+    if 'image' not in res.attrs: raise ValueError("show_attribution needs the result of `attribute` (its .attrs carry the query image)")
+    rec = read_json(Path(run_dir)/INDEX_DIR/INDEX_JSON)
+    ims, got = load_images(corpus_dir or rec['corpus_dir'], rec['resolution'], uids=res.uid.tolist())
+    pos = {u: i for i, u in enumerate(got)}
+    n = len(res) + 1; ncols = ncols or min(n, 7); nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, (width + 0.75) * nrows), squeeze=False)
+    for ax in axes.flat: ax.axis('off')
+    wrap = lambda t: '\n'.join(textwrap.wrap(t, 20)[:3])
+    a0 = axes.flat[0]; a0.imshow(res.attrs['image'], interpolation='nearest')
+    a0.set_title(f"query ({'generated' if res.attrs.get('generated') else 'given'})\n{wrap(res.attrs.get('caption', ''))}", fontsize=7, color='C3')
+    for ax, (_, row) in zip(axes.flat[1:], res.iterrows()):
+        ax.imshow(ims[pos[row.uid]], interpolation='nearest')
+        ax.set_title(f"#{row['rank']}  {row.score:.3f}\n{wrap(row.caption)}", fontsize=7)
+    fig.tight_layout(); plt.close(fig)   # closed: the returned figure is shown once, not again by the inline backend
+    return fig

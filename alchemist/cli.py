@@ -156,6 +156,39 @@ def _import(a) -> None:
     data.import_corpus(a.source_paths, a.out, cfg)
     print(data.import_summary(read_json(Path(a.out)/'import_stats.json'), a.out))
 
+# %% ../nbs/14_cli.ipynb #3dd72b1c
+def _add_attribute_parser(sub, raw) -> None:
+    "The `attribute` subcommand's parser (its own cell: the other commands' parsers stay as they are)."
+    at = sub.add_parser('attribute', help='which training pairs made this image? top-k attribution from a trained run', formatter_class=raw,
+                        description="Rank the training pairs of a trained T2I run (an alchemist.train run folder) by their predicted influence "
+                                    "on a query: a caption with an image (--image), or with one the run's model generates for it (seeded by --seed). "
+                                    "Answers from the run's attribution index, built on first use from the run's corpus (gradient similarity on "
+                                    "calibration queries teaches a ranker, once); no gradients at query time.",
+                        epilog='writes: RUN/attribution/ (features.npy, items.parquet, ranker.pt, index.json) when the run has no index yet; '
+                               '--save-query PNG: the query image')
+    at.add_argument('--model', required=True, metavar='RUN', help='run folder of an alchemist.train run')
+    at.add_argument('--caption', required=True, help='the query caption')
+    at.add_argument('--image', default=None, metavar='PNG', help="the query image (default: the run's model draws one for the caption)")
+    at.add_argument('--top', type=int, default=10, help='training pairs to list (default 10)')
+    at.add_argument('--seed', type=int, default=0, help='seed of the generated image (default 0)')
+    at.add_argument('--corpus', default=None, help="the run's training corpus, to build the index from (default: the corpus the run names)")
+    at.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
+    at.add_argument('--save-query', default=None, metavar='PNG', help='also write the query image (at the run resolution) here')
+
+def _attribute(a) -> None:
+    from alchemist.attribution import attribute   # deferred: the pipeline loads diffusers and transformers; `--help` answers without it
+    from alchemist.core import check_device       # here, with the handler: the module's shared imports stay as they are
+    check_device(a.device, '--device')
+    if a.top < 1: raise ConfigError(f"--top must be >= 1, got {a.top}")
+    res = attribute(a.model, a.caption, image=a.image, top=a.top, seed=a.seed, corpus_dir=a.corpus, device=a.device)
+    if a.save_query:
+        with atomic_path(a.save_query) as tmp: res.attrs['image'].save(tmp, format='PNG')
+    print(res[['rank', 'score', 'uid', 'file_name', 'caption']].to_string(index=False, float_format=lambda v: f'{v:.4f}'))
+    s = res.attrs['seconds']
+    how = f"the run's model drew it, seed {a.seed}" if res.attrs['generated'] else f"image {a.image}"
+    print(f"query time: {s['total'] * 1000:.0f} ms (" + ', '.join(f"{k} {v * 1000:.0f} ms" for k, v in s.items() if k != 'total')
+          + f"; {how}); loading the index and models first: {res.attrs['load_s']:.1f} s" + (f"\nquery image: {a.save_query}" if a.save_query else ''))
+
 # %% ../nbs/14_cli.ipynb #ed14ef18
 WORKFLOW = """the workflow, in order (bring your own data):
   1. alchemist data import my_images --out my_corpus        imagefolder(s) and/or webdataset shards -> a corpus
@@ -176,7 +209,7 @@ def _build_parser(key_help: bool = False) -> argparse.ArgumentParser:
     keys = (lambda only: _keys_help(only)) if key_help else (lambda only: '  (alchemist <command> --help lists them)')
     raw = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog='alchemist', description='Choose the data that trains text-to-image models.', epilog=WORKFLOW, formatter_class=raw)
-    sub = p.add_subparsers(dest='cmd', required=True, metavar='{data,rater,score,select,export,run,demo,reproduce}')
+    sub = p.add_subparsers(dest='cmd', required=True, metavar='{data,rater,score,select,export,run,attribute,demo,reproduce}')
 
     da = sub.add_parser('data', help='1. import your data (imagefolder, webdataset shards); build and inspect corpora')
     dsub = da.add_subparsers(dest='data_cmd', required=True)
@@ -277,6 +310,7 @@ def _build_parser(key_help: bool = False) -> argparse.ArgumentParser:
     rp.add_argument('--jobs', type=int, default=1, help='notebooks run at once (2 on a 2-core box: each gets one thread)')
     rp.add_argument('--commit', action='store_true', help='git-commit the results CSV after every finished run (long sweeps)')
     rp.add_argument('--runs-dir', default=None); rp.add_argument('--results-dir', default=None)
+    _add_attribute_parser(sub, raw)
     return p
 
 # %% ../nbs/14_cli.ipynb #4235a923
@@ -348,6 +382,7 @@ def main(argv: list | None = None) -> int:
         elif a.cmd == 'select': _select(a)
         elif a.cmd == 'export': _export(a)
         elif a.cmd == 'run': _run(a)
+        elif a.cmd == 'attribute': _attribute(a)
         elif a.cmd == 'reproduce': return _reproduce(a)
     except (ConfigError, FileNotFoundError, FileExistsError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
