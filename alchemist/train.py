@@ -4,16 +4,16 @@
 
 # %% ../nbs/10_train.ipynb #b3350ca2
 from __future__ import annotations
-import contextlib, csv, dataclasses, json, math, os, sys, time
+import contextlib, csv, dataclasses, json, math, os, socket, sys, time
 from dataclasses import field
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['TRAIN_NEUTRAL', 'CKPT', 'TrainConfig', 'train_identity', 'total_steps', 'BatchOrder', 'step_generator',
-           'init_distributed', 'rank_rows', 'step_draws', 'EMA', 'save_checkpoint', 'load_checkpoint', 'snapshot_path',
-           'save_snapshot', 'load_trained', 'save_loss_curve', 'NonFiniteLoss', 'fit', 'load_train_data',
-           'default_run_dir', 'train', 'main']
+__all__ = ['TRAIN_NEUTRAL', 'CKPT', 'TrainConfig', 'train_identity', 'total_steps', 'BatchOrder', 'step_generator', 'free_port',
+           'torchrun_env', 'init_distributed', 'rank_rows', 'step_draws', 'EMA', 'save_checkpoint', 'load_checkpoint',
+           'snapshot_path', 'save_snapshot', 'load_trained', 'save_loss_curve', 'NonFiniteLoss', 'fit',
+           'load_train_data', 'default_run_dir', 'train', 'main']
 
 # %% ../nbs/10_train.ipynb #12291069
 import numpy as np
@@ -106,6 +106,14 @@ def step_generator(seed: int, step: int, device='cpu') -> torch.Generator:
     return torch.Generator(device=device).manual_seed(stable_hash(f'{seed}/{step}', 'noise') % 2**63)
 
 # %% ../nbs/10_train.ipynb #4616f0b7
+def free_port() -> int:
+    "A free TCP port on this machine (the rendezvous of a one-machine process group started without torchrun)."
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def torchrun_env(rank: int, world: int, port: int) -> dict:
+    "The environment torchrun gives process `rank` of `world` on one machine: for processes started by `torch.multiprocessing.spawn`."
+    return dict(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+
 def init_distributed(device: str = 'auto') -> tuple[int, int, torch.device]:
     """`(rank, world_size, device)` of this process. Under torchrun (`WORLD_SIZE` > 1) the default process group is
     started once, nccl on CUDA (each rank on `cuda:LOCAL_RANK`) and gloo on CPU; a single process gets `(0, 1, device)`."""

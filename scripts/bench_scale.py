@@ -27,7 +27,7 @@ report (date, git revision, machine, command, load, a reading); a JSON line afte
 A failed check (a sample read twice or never, N-process scores unlike 1-process ones) exits non-zero after the report.
 On a shared box, `OMP_WAIT_POLICY=PASSIVE` (as the Makefile sets it) keeps waiting threads from spinning.
 """
-import argparse, json, math, os, platform, socket, sys, tempfile, time
+import argparse, json, math, os, platform, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from alchemist.core import atomic_path, config_from_dict, git_revision, machine_
 from alchemist.data import corpus_dataset, read_scores, write_corpus
 from alchemist.rater import Rater, RaterConfig, save_rater
 from alchemist.synthetic import SyntheticConfig, build_synthetic
-from alchemist.train import TrainConfig, fit, init_distributed
+from alchemist.train import TrainConfig, fit, free_port, init_distributed, torchrun_env
 
 PARTS = ('train', 'read', 'score', 'meta')
 # Settings of --tiny: a few steps and batches of everything (the UNet proxy would take minutes even at one step)
@@ -51,9 +51,6 @@ TINY = dict(steps=3, batch=8, n_images=48, shard_size=8, score_n=128, score_reso
             meta_steps=2, meta_batch=8, meta_resolution=8, meta_proxy='tiny', meta_n=96)
 CONTENDED = 0.25   # a row's cpu/wall further than this fraction from N gets a note
 
-
-def _free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 def _os_threads() -> int:
@@ -184,7 +181,7 @@ PART_FNS = dict(train=_train, read=_read, score=_score, meta=_meta)
 
 def _rank(rank: int, world: int, port: int, a: dict, work: str):
     "One process of a world of `world` (the environment torchrun would give it): every part in turn; its rows to rank<r>.json."
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    os.environ.update(torchrun_env(rank, world, port))
     torch.set_num_threads(1)
     init_distributed('cpu')
     try:
@@ -213,7 +210,7 @@ def _merge_ranks(ranks: list) -> list:
 
 def measure(world: int, a: dict, work: Path) -> list:
     "Every part's rows with `world` processes (spawned, as torchrun would start them)."
-    mp.spawn(_rank, args=(world, _free_port(), a, str(work)), nprocs=world, join=True)
+    mp.spawn(_rank, args=(world, free_port(), a, str(work)), nprocs=world, join=True)
     return _merge_ranks([json.loads((work/f'rank{r}-n{world}.json').read_text()) for r in range(world)])
 
 

@@ -1,7 +1,7 @@
 """Scale beyond one machine (issue 20): webdataset shards both ways, shards dealt out by rank, downstream training
 under DDP (2 CPU processes, gloo, 1 thread each) matching one process, with a stopped run resumed; and scoring under
 torchrun (2 processes) giving exactly the one-process table, with a stopped job resumed from its finished chunks."""
-import json, os, shutil, socket
+import json, os, shutil
 from pathlib import Path
 
 import numpy as np, pandas as pd, pytest, torch
@@ -15,7 +15,7 @@ from alchemist.data import corpus_dataset, import_webdataset, iter_samples, read
 from alchemist.rater import Rater, RaterConfig, save_rater
 from alchemist.scoring import ScoringConfig, launch_scoring, parts_dir, score_corpus
 from alchemist.toy import toy_corpus
-from alchemist.train import TrainConfig, fit, load_checkpoint
+from alchemist.train import TrainConfig, fit, free_port, load_checkpoint, torchrun_env
 
 torch.set_num_threads(1)
 N, STEPS, STOP = 16, 20, 10
@@ -39,14 +39,10 @@ def _cfg(**kw) -> TrainConfig:
                                               warmup_steps=2, lr=2e-3, device='cpu', **kw))
 
 
-def _free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
 
 def _worker(rank: int, world: int, port: int, root: str):
     "One rank, as torchrun would start it (its environment variables); the process group starts inside `fit`."
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
-                      ALCHEMIST_PROGRESS='0')
+    os.environ.update(torchrun_env(rank, world, port), ALCHEMIST_PROGRESS='0')
     torch.set_num_threads(1)
     root, data, c = Path(root), _data(), _cfg()
     try:
@@ -67,7 +63,7 @@ def ddp(tmp_path_factory):
     rng = np.random.default_rng(0)
     write_corpus((dict(uid=f's{i:02d}', image=rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), caption=f'c {i}') for i in range(10)),
                  root/'corpus', shard_size=3)                            # 4 shards: rank 0 gets 0 and 2, rank 1 gets 1 and 3
-    mp.spawn(_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(root)), nprocs=2, join=True)
     return root, [json.loads((root/f'rank{r}.json').read_text()) for r in range(2)]
 
 

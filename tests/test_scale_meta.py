@@ -1,7 +1,7 @@
 """Meta-training over ranks (issue 20, item 2): the rater's population dealt out over 2 CPU processes (gloo, 1 thread each)
 ends with the rater of the 1-process run of the same population, every rank keeps the same rater, and a stopped 2-process
 run resumes (under 2 or 1 processes) to the rater of an uninterrupted run."""
-import json, os, shutil, socket
+import json, os, shutil
 from pathlib import Path
 
 import pytest, torch
@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 
 from alchemist.bilevel import MetaConfig, meta_train, toy_meta_splits
 from alchemist.core import ConfigError, config_from_dict
+from alchemist.train import free_port, torchrun_env
 
 torch.set_num_threads(1)
 STEPS, STOP = 6, 2
@@ -40,14 +41,10 @@ def _cfg(name: str, out: Path, warm_dir: Path, **kw) -> MetaConfig:
     return config_from_dict(MetaConfig, d)
 
 
-def _free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
 
 def _worker(rank: int, world: int, port: int, root: str):
     "One rank, as torchrun would start it (its environment variables); the process group starts inside `meta_train`."
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
-                      ALCHEMIST_PROGRESS='0')
+    os.environ.update(torchrun_env(rank, world, port), ALCHEMIST_PROGRESS='0')
     torch.set_num_threads(1)
     root, sp, out = Path(root), _splits(), {}
     try:
@@ -70,7 +67,7 @@ def _worker(rank: int, world: int, port: int, root: str):
 def ddp(tmp_path_factory):
     root = tmp_path_factory.mktemp('meta_ddp')
     meta_train(_cfg('penalty', root/'from_one', root, meta_steps=STOP), splits=_splits())    # 1 process to step 2, then 2 processes
-    mp.spawn(_worker, args=(2, _free_port(), str(root)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(root)), nprocs=2, join=True)
     return root, [json.loads((root/f'rank{r}.json').read_text()) for r in range(2)]
 
 
