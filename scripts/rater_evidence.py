@@ -5,7 +5,7 @@ Usage:
     .venv/bin/python scripts/rater_evidence.py --profile smoke|quick|paper
         [--corpora synthetic web-planted] [--corpus_n N] [--modes init penalty ...] [--inputs pixels+pooled ...]
         [--seeds 0 1 2] [--heldout clean] [--set key=value ...] [--device cpu]
-        [--results FILE] [--report FILE] [--figures DIR] [--runs DIR] [--out DIR] [--no_signals] [--plan]
+        [--results FILE] [--report FILE] [--figures DIR] [--runs DIR] [--out DIR] [--no_signals] [--no_fit] [--plan]
 
 For each corpus (`alchemist.experiments.build_corpus(ExperimentConfig(corpus=..., corpus_n=..., resolution=...))`), mode
 variant (`VARIANTS`), rater input (`<image>+<text>`, `alchemist.rater.rater_inputs`) and seed: meta-train a rater
@@ -15,7 +15,8 @@ order, softmax x |B| x g), and measure for each planted defect the AUROC of clea
 defective one); 0.5 = no separation, < 0.5 = the defect is rated above clean) and the median percentile rank of its pairs
 (0 = top-rated). `init` is the control: the same rater before any meta-training. The other control, `signal:<name>` with
 inputs `warm-proxy`, reads the warm proxy's own per-sample signals (`alchemist.bilevel.proxy_signals`: gradient alignment
-with the reference, conditioning gain, low loss): what the meta-gradient has to teach.
+with the reference, conditioning gain, low loss): what the meta-gradient has to teach. The third, `fit:<name>` (`fit_rows`), is its supervised upper bound: the same rater
+architecture and inputs fitted directly to that signal on half of the train split and scored on the other half.
 
 Writes (paths can be redirected with the flags: `--out DIR` puts all three under DIR; `smoke` is for checking the pipeline,
 not for results, and writes under `<runs>/evidence/smoke/reports/` unless told otherwise):
@@ -55,7 +56,7 @@ PROFILES = {
                   meta=dict(proxy='unet', proxy_size='s', proxy_kwargs=dict(channels=[16, 32]), batch=16, meta_steps=4, log_every=2,
                             warm_steps=20, warm_batch=32, warm_probe=24, population=2, reset_every=2, timesteps='stratified', strata=2,
                             probe_n=64, lr=1e-3, rater_lr=1e-3),
-                  rater=dict(width=16, depth=2, effnet_size=64)),
+                  rater=dict(width=16, depth=2, effnet_size=64), fit_steps=20),
     # quick: about an hour of CPU (`--plan`): one corpus, one seed, the three modes and the two clean image inputs, a smaller
     # population and budget than LEARNING. A first look, not evidence.
     'quick': dict(corpora=['synthetic'], corpus_n=2000, resolution=16, seeds=[0], modes=['init', 'penalty-centered', 'unrolled', 'alignment'],
@@ -156,14 +157,15 @@ def init_rater(cfg, splits, out: Path) -> Path:
 def signal_rows(prof, seed, corpus, label, base, a, runs) -> tuple:
     """The control from the other side: AUROC of the warm proxy's own per-sample signals (`alchemist.bilevel.proxy_signals`:
     alignment, conditioning gain, low loss), i.e. what the meta-gradient could teach the rater. The warm proxy is the fully
-    warmed member of the runs' population (the same cache key: it trains once). None when the profile has no warm proxy."""
+    warmed member of the runs' population (the same cache key: it trains once). Returns (rows, record, signals); None for the
+    last two when the profile has no warm proxy."""
     from alchemist.bilevel import proxy_signals, warm_proxy
     from alchemist.core import Timer, atomic_path, config_to_dict
     from alchemist.train import load_trained
     trained = [v for v in prof['modes'] if VARIANTS[v]]
-    if not trained: return [], None
+    if not trained: return [], None, None
     cfg = meta_config(prof, trained[0], prof['inputs'][0], seed, corpus, a, runs/label/f'signals-s{seed}')
-    if not cfg.warm_steps: return [], None
+    if not cfg.warm_steps: return [], None, None
     load = tuple(round(x, 2) for x in os.getloadavg())
     with Timer() as tm:
         w = warm_proxy(cfg, base)
@@ -180,7 +182,50 @@ def signal_rows(prof, seed, corpus, label, base, a, runs) -> tuple:
     r = dict(corpus=label, mode='signal', inputs='warm-proxy', seed=seed, config=config_to_dict(cfg), date=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
              load=load, wall_s=round(tm.wall, 1), cpu_ratio=round(tm.cpu_ratio, 2), reused=w['cached'] and hit, meta_steps_done=0, stopped_at=None,
              last_rank_spearman=None, history=[], warm=w['report'], rater=None)
-    return got, r
+    return got, r, sig
+
+
+FIT_STEPS, FIT_BATCH, FIT_LR = 600, 64, 1e-3   # the supervised control: Adam steps (a profile's `fit_steps` overrides), batch and lr
+
+
+def fit_rows(sig: dict, splits: dict, rater_cfg, resolution: int, seed: int, device: str = 'cpu', steps: int = FIT_STEPS, **key) -> list:
+    """The supervised upper bound of the meta-gradient: the same rater architecture and inputs, fitted *directly* to each warm-proxy
+    signal (its percentile in the fitting half as a BCE target for the instance head) on a random half of the train split, and
+    scored on the other half. If this cannot carry a signal to pairs it has not seen, no meta-gradient that teaches the same
+    signal will. Rows: mode `fit:<signal>`, AUROC and median rank on the held-out half only."""
+    import torch, torch.nn.functional as F
+    from alchemist.core import seed_everything
+    from alchemist.data import images_to_tensor
+    from alchemist.rater import Rater
+    from alchemist.select import percentile_ranks
+    sp, n = splits['train'], len(splits['train'])
+    perm = np.random.default_rng(seed).permutation(n); fit_i, test_i = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    def inputs(idx):
+        t = torch.as_tensor(idx)
+        f = None if sp.image_features is None else sp.image_features[t].to(device, torch.float32)
+        return (images_to_tensor(sp.images[idx]).to(device), sp.pooled[t].float().to(device), sp.tokens[t].float().to(device), sp.mask[t].to(device), f)
+    out = []
+    for name, v in sig.items():
+        v = np.asarray(v, dtype=np.float64)
+        target = torch.as_tensor(1 - percentile_ranks(v[fit_i]) / 100, dtype=torch.float32)   # 1 = the signal's best pair
+        seed_everything(seed)
+        R = Rater(dataclasses.replace(rater_cfg, resolution=resolution, text_dim=sp.pooled.shape[1])).to(device)
+        params = [p for n_, p in R.named_parameters() if not n_.startswith('group_mlp')]
+        opt = torch.optim.Adam(params, lr=FIT_LR)
+        g = np.random.default_rng(seed + 1)
+        for _ in range(steps):
+            b = g.choice(len(fit_i), size=min(FIT_BATCH, len(fit_i)), replace=False)
+            img, pooled, tok, mask, f = inputs(fit_i[b])
+            inst, _ = R.heads(R.features(img, pooled, tok, mask, f))
+            loss = F.binary_cross_entropy(inst, target[b].to(device))
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        R.eval(); scores = []
+        with torch.no_grad():
+            for c in np.array_split(test_i, max(1, len(test_i) // 256)):
+                img, pooled, tok, mask, f = inputs(c)
+                scores.append(R.heads(R.features(img, pooled, tok, mask, f))[0].cpu().numpy())
+        out += defect_rows(np.concatenate(scores), list(np.asarray(sp.defect)[test_i]), mode=f'fit:{name}', seed=seed, **key)
+    return out
 
 
 def defect_rows(scores: np.ndarray, defects: list, **key) -> list:
@@ -275,6 +320,8 @@ def main(argv=None):
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--plan', action='store_true', help='list the runs of the profile, which are done, and their estimated CPU time; train nothing')
     ap.add_argument('--no_signals', action='store_true', help="skip the warm proxy's own per-sample signals (rows mode='signal:<name>')")
+    ap.add_argument('--no_fit', action='store_true', help="skip the supervised control: the rater fitted directly to each signal on half "
+                                                         "the pool, scored on the other half (rows mode='fit:<name>')")
     ap.add_argument('--results', help='CSV (default reports/results/rater_auroc_<profile>.csv)')
     ap.add_argument('--report', help='markdown report (default reports/rater_evidence.md)')
     ap.add_argument('--figures', help='figure folder (default reports/figures)')
@@ -307,14 +354,15 @@ def main(argv=None):
         base = corpus_splits(corpus, prof['resolution'], heldout=a.heldout)
         label = Path(corpus_name).name
         print(f"corpus {corpus}: train {len(base['train'])}, reference {len(base['heldout'])} ({a.heldout})", flush=True)
+        signals = {}
         if not a.no_signals:
             for seed in prof['seeds']:
-                got, r = signal_rows(prof, seed, corpus, label, base, a, runs)
+                got, r, sig = signal_rows(prof, seed, corpus, label, base, a, runs)
                 if r is None: continue
-                rows += got; records.append(r)
+                rows += got; records.append(r); signals[seed] = sig
                 print(f"{label} warm-proxy signals s{seed}: {r['wall_s']:.0f}s; AUROC "
                       + ', '.join(f"{x['mode'][7:]}/{x['defect']} {x['auroc']:.2f}" for x in got if x['defect'] in ('caption_mismatch', 'caption_swap', 'noise')), flush=True)
-        by_input = {}
+        by_input, fitted = {}, set()
         for inputs in prof['inputs']:
             for seed in prof['seeds']:
                 for variant in prof['modes']:
@@ -323,6 +371,12 @@ def main(argv=None):
                     if inputs not in by_input:   # frozen features once per corpus and input (cached in the corpus)
                         by_input[inputs] = attach_image_features(base, dataclasses.replace(cfg.rater, resolution=cfg.resolution), a.device, corpus/'cache')
                     splits = by_input[inputs]
+                    if seed in signals and not a.no_fit and (label, inputs, seed) not in fitted:   # the supervised control, once per input
+                        fitted.add((label, inputs, seed))
+                        with Timer() as tf: got = fit_rows(signals[seed], splits, cfg.rater, cfg.resolution, seed, a.device, prof.get('fit_steps', FIT_STEPS), corpus=label, inputs=inputs)
+                        rows += got
+                        print(f"{label} fit to signals  {inputs:16s} s{seed}: {tf.wall:.0f}s; held-out AUROC "
+                              + ', '.join(f"{x['mode'][4:]}/{x['defect']} {x['auroc']:.2f}" for x in got if x['defect'] in ('caption_mismatch', 'caption_swap', 'noise')), flush=True)
                     load = tuple(round(x, 2) for x in os.getloadavg())
                     done = out/'done.json'
                     with Timer() as tm:
