@@ -318,7 +318,9 @@ def images_to_tensor(images, device=None, dtype=torch.float32) -> torch.Tensor:
     "uint8 images `[N,H,W,3]` (numpy, memmap or tensor) -> `dtype` tensor `[N,3,H,W]` in [-1, 1] on `device`."
     x = images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3: raise ValueError(f"expected uint8 images [N,H,W,3], got {x.dtype} {tuple(x.shape)}")
-    return x.to(device).permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0)
+    if device is not None and torch.device(device).type == 'cuda' and x.device.type == 'cpu':
+        x = x.pin_memory()                           # page-locked: the copy to the GPU runs without a staging copy, asynchronously
+    return x.to(device, non_blocking=True).permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0)
 
 def tensor_to_images(x: torch.Tensor) -> np.ndarray:
     "Float `[N,3,H,W]` in [-1, 1] -> uint8 images `[N,H,W,3]` (clamped, rounded): the inverse of `images_to_tensor`."
