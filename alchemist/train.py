@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['TRAIN_NEUTRAL', 'CKPT', 'TrainConfig', 'train_identity', 'total_steps', 'BatchOrder', 'step_generator', 'free_port',
-           'torchrun_env', 'init_distributed', 'rank_rows', 'step_draws', 'EMA', 'save_checkpoint', 'load_checkpoint',
-           'snapshot_path', 'save_snapshot', 'load_trained', 'save_loss_curve', 'NonFiniteLoss', 'fit',
-           'load_train_data', 'default_run_dir', 'train', 'main']
+__all__ = ['TRAIN_NEUTRAL', 'CKPT', 'TrainConfig', 'train_identity', 'keyed_config', 'total_steps', 'BatchOrder',
+           'step_generator', 'free_port', 'torchrun_env', 'init_distributed', 'rank_rows', 'step_draws', 'EMA',
+           'save_checkpoint', 'load_checkpoint', 'snapshot_path', 'save_snapshot', 'load_trained', 'init_state',
+           'save_loss_curve', 'NonFiniteLoss', 'fit', 'load_train_data', 'default_run_dir', 'train', 'main']
 
 # %% ../nbs/10_train.ipynb #12291069
 import numpy as np
@@ -34,7 +34,7 @@ from .encoders import caption_embeddings, rows_for
 class TrainConfig:
     corpus_dir: str = ''                   # corpus folder (alchemist.data format)
     subset: str | None = None              # subset manifest (alchemist.data.write_subset); None = the whole train split
-    model: T2IConfig = field(default_factory=T2IConfig)  # the T2I model to train from scratch
+    model: T2IConfig = field(default_factory=T2IConfig)  # the T2I model to train (from scratch, or from `init_from`'s weights)
     budget: str = 'epochs'                 # 'epochs': epochs over the subset (paper protocol) | 'steps': a fixed step count
     epochs: float = 2.0                    # passes over the subset (budget='epochs'), or over reference_size images (budget='steps', steps=0)
     steps: int = 0                         # optimiser steps when budget='steps' (0 = derive from epochs x reference_size)
@@ -55,13 +55,20 @@ class TrainConfig:
     device: str = 'auto'                   # 'auto' | 'cpu' | 'cuda'
     precision: str = 'fp32'                # 'fp32' | 'bf16': bf16 autocast of the forward pass (weights, optimiser and loss stay fp32);
                                            # measure before using it (`scripts/paper_budget.py --bf16`): on a CPU without bf16 units it is slower
+    init_from: str = ''                    # fine-tuning: run folder of an alchemist.train run whose EMA weights start the model (the model
+                                           # `load_trained` gives; same `model` config; a fresh optimiser); '' = a freshly initialised model
 
 # Fields added after runs were written: at these values a config is the one those runs had (checkpoints resume, run folders keep their names)
-TRAIN_NEUTRAL = dict(precision='fp32')
+TRAIN_NEUTRAL = dict(precision='fp32', init_from='')
 
 def train_identity(cfg: TrainConfig) -> dict:
     "`config_to_dict(cfg)` without the `TRAIN_NEUTRAL` fields at their neutral value: what checkpoints and run-folder names compare."
     return drop_neutral(config_to_dict(cfg), TRAIN_NEUTRAL)
+
+def keyed_config(cfg: TrainConfig) -> dict:
+    """`config_to_dict(cfg)` without `init_from` at '': the dict other modules' cache keys hash (the experiments' stages hash,
+    bilevel's warm-proxy key), exactly as it was before fine-tuning added the field (`precision` stays: those keys have held it since it came)."""
+    return drop_neutral(config_to_dict(cfg), dict(init_from=''))
 
 def _check_train_cfg(cfg: TrainConfig) -> TrainConfig:
     if cfg.precision not in ('fp32', 'bf16'): raise ValueError(f"TrainConfig.precision must be 'fp32' or 'bf16', got {cfg.precision!r}")
@@ -69,7 +76,12 @@ def _check_train_cfg(cfg: TrainConfig) -> TrainConfig:
     if cfg.batch_size < 1: raise ValueError(f"TrainConfig.batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.ckpt_every < 1: raise ValueError(f"TrainConfig.ckpt_every must be >= 1, got {cfg.ckpt_every}")
     if any(int(k) < 1 for k in cfg.keep_steps): raise ValueError(f"TrainConfig.keep_steps must be steps >= 1, got {cfg.keep_steps}")
+    if cfg.init_from and not (Path(cfg.init_from)/CKPT).exists(): raise _no_init(cfg.init_from)
     return cfg
+
+def _no_init(path) -> FileNotFoundError:
+    return FileNotFoundError(f"TrainConfig.init_from: no checkpoint in {path} (expected {Path(path)/CKPT}); "
+                             "give the run folder of an alchemist.train run, or init_from='' for a fresh model")
 
 def total_steps(cfg: TrainConfig, n_train: int) -> int:
     "Optimiser steps of the budget: equal epochs over the subset, or equal steps (given, or from `reference_size`)."
@@ -206,6 +218,17 @@ def load_trained(run_dir: str | Path, ema: bool = True, device: str = 'cpu', ste
     if ema: model.load_state_dict({**model.state_dict(), **ck['ema']['shadow']})
     return model.to(get_device(device)).eval()
 
+def init_state(cfg: TrainConfig) -> dict:
+    """The state dict `cfg.init_from` starts a fine-tuning from: its checkpoint's weights with the EMA ones on top (the model
+    `load_trained(cfg.init_from)` gives). The model configs must agree; a missing folder or checkpoint is an error naming it."""
+    if not (Path(cfg.init_from)/CKPT).exists(): raise _no_init(cfg.init_from)
+    ck = load_checkpoint(cfg.init_from)
+    was, now = config_to_dict(config_from_dict(TrainConfig, ck['config']).model), config_to_dict(cfg.model)
+    if was != now:
+        diff = {k: (was.get(k), v) for k, v in now.items() if was.get(k) != v}
+        raise ValueError(f"TrainConfig.init_from={cfg.init_from}: its model differs from TrainConfig.model (checkpoint vs now: {diff})")
+    return {**ck['model'], **ck['ema']['shadow']}
+
 # %% ../nbs/10_train.ipynb #40ef7dd2
 def save_loss_curve(run_dir: Path, history: list, title: str = '') -> tuple[Path, Path]:
     "`loss.csv` (step, loss, lr) and `loss.png` (raw and smoothed loss) in `run_dir`."
@@ -245,7 +268,8 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
 
 def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, uids: list,
         run_dir: str | Path, stop_at: int | None = None, on_step: Callable | None = None, distributed: bool = True) -> dict:
-    """Train `cfg.model` on in-memory data into `run_dir` (resuming from its checkpoint); `stop_at` simulates a kill after that step's checkpoint.
+    """Train `cfg.model` on in-memory data into `run_dir` (resuming from its checkpoint), from fresh weights or from `cfg.init_from`'s;
+    `stop_at` simulates a kill after that step's checkpoint.
     `on_step(step, model)` is called before the first step of a fresh run (step 0) and after every optimiser step: a hook for
     traces of the model during training (Figure 3); it must leave the model in train mode. `distributed=False` trains in this
     process alone even inside a process group (one rank builds a shared artefact while the others wait: meta-training's warm proxy)."""
@@ -271,6 +295,8 @@ def fit(cfg: TrainConfig, images: np.ndarray | torch.Tensor, tokens: torch.Tenso
 
     torch.manual_seed(cfg.seed)
     model = build_t2i(cfg.model, seed=cfg.seed).to(dev).train()
+    if cfg.init_from and not (cfg.resume and (run_dir/CKPT).exists()):   # fine-tuning: before DDP wraps the model and the EMA copies it
+        model.load_state_dict(init_state(cfg))
     net = DDP(model, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else model   # DDP averages the ranks' gradients
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay) if lead else None
@@ -370,7 +396,7 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return runs_dir()/'train'/f"{cfg.model.family}-{cfg.model.size}-{cfg.model.resolution}px-{stable_hash(str(train_identity(cfg))):016x}"
 
 def train(cfg: TrainConfig | dict, stop_at: int | None = None) -> dict:
-    "Train a fresh T2I model on `cfg.subset` of `cfg.corpus_dir`; returns run_dir, checkpoint, steps, final_loss, images_per_s, ..."
+    "Train a T2I model (fresh, or fine-tuned from `cfg.init_from`) on `cfg.subset` of `cfg.corpus_dir`; returns run_dir, checkpoint, steps, final_loss, images_per_s, ..."
     if isinstance(cfg, dict): cfg = config_from_dict(TrainConfig, cfg)
     _check_train_cfg(cfg)
     run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)

@@ -1,0 +1,32 @@
+"The SFT pipeline's script and profiles (alchemist.sft; the pipeline itself is tested at smoke size in nbs/12c_sft.ipynb)."
+import os, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT/'scripts'/'curator_sft.py'
+
+
+def test_every_profile_is_a_valid_config():
+    from alchemist.sft import SFT_PROFILES, SFTConfig, profile_configs
+    for name in SFT_PROFILES:
+        cfgs = profile_configs(name)
+        assert cfgs and all(isinstance(c, SFTConfig) for c in cfgs), name
+    paper = profile_configs('paper')
+    assert [c.corpus for c in paper] == ['synthetic', 'web-planted']
+    assert {(c.corpus_n, c.resolution, c.pretrain_steps, c.sft_fraction, c.sft_steps, c.seeds) for c in paper} == {(6000, 16, 1200, 0.05, 300, (0, 1, 2))}
+    assert len(profile_configs('quick')) == 1 and len(profile_configs('quick')[0].seeds) == 2
+
+
+def test_plan_prints_the_configs_and_runs_nothing(tmp_path):
+    env = dict(os.environ, ALCHEMIST_RUNS=str(tmp_path/'runs'), ALCHEMIST_DATA=str(tmp_path/'data'), ALCHEMIST_ROOT=str(ROOT))
+    r = subprocess.run([sys.executable, str(SCRIPT), '--profile', 'paper', '--plan', '--device', 'cpu'], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'web-planted: 3 pretrainings x 1200 steps, 12 fine-tunings x 300 steps' in r.stdout
+    assert '"device": "cpu"' in r.stdout
+    assert not (tmp_path/'runs').exists() and not (tmp_path/'data').exists()
+
+
+def test_unknown_profile_is_refused():
+    r = subprocess.run([sys.executable, str(SCRIPT), '--profile', 'huge'], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "invalid choice: 'huge'" in r.stderr
