@@ -36,7 +36,7 @@ from .encoders import TextBatch, caption_embeddings, rows_for
 from .rater import Rater, RaterConfig, frozen_image_features, save_rater
 from .t2i import T2IConfig, build_t2i, use_math_attention
 from .toy import toy_samples, toy_text_batch
-from .train import TrainConfig, _value, fit, init_distributed, keyed_config, load_trained
+from .train import TrainConfig, _value, fit, init_distributed, train_identity, load_trained
 
 # %% ../nbs/07_bilevel.ipynb #394f7cdd
 MODES = ('penalty', 'unrolled', 'alignment')
@@ -443,7 +443,7 @@ def manifest_digest(corpus_dir: str | Path) -> str:
 
 def warm_key(cfg: MetaConfig, tc: TrainConfig, splits: dict) -> str:
     "The cache key of a warm-up: its configuration, the corpus manifest (when `cfg.corpus`) and the content of both splits."
-    train = {k: v for k, v in keyed_config(tc).items() if k not in ('device', 'out_dir', 'resume')}
+    train = {k: v for k, v in train_identity(tc).items() if k not in ('device', 'out_dir', 'resume')}
     h = hashlib.sha1(json.dumps(dict(train=train, warm_on=cfg.warm_on, probe=cfg.warm_probe), sort_keys=True, default=str).encode())
     if cfg.corpus: h.update(manifest_digest(cfg.corpus).encode())
     for k in ('train', 'heldout'): h.update(_split_digest(splits[k]).encode())

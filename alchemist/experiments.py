@@ -35,7 +35,7 @@ from .select import budget_for, select
 from .sources import WebConfig, build_web
 from .synthetic import DEFECTS as SYN_DEFECTS, SyntheticConfig, build_synthetic
 from .t2i import PIXART_SIZES, UNET_SIZES
-from .train import TrainConfig, keyed_config, load_trained, train
+from .train import TrainConfig, train_identity, load_trained, train
 
 # %% ../nbs/13_experiments.ipynb #27b63f60
 _META_OWN = dict(mode='meta_mode', heldout='heldout', resolution='resolution', proxy_size='proxy_size', epochs='meta_epochs',
@@ -485,7 +485,7 @@ def stages_hash(cfg: ExperimentConfig, corpus_dir: Path) -> str:
     """A short hash of the configs a run builds from `cfg`, every field and default: the scorer's (the rater's `MetaConfig`
     or the `BaselineConfig`), the downstream `TrainConfig` and the `EvalConfig`. A changed default in any module re-runs."""
     over = {k: v for k, v in dict(n_samples=cfg.eval_samples, steps=cfg.eval_steps).items() if v > 0}
-    d = dict(train=_strip(keyed_config(train_config(cfg, Path(corpus_dir), Path('.')))),
+    d = dict(train=_strip(train_identity(train_config(cfg, Path(corpus_dir), Path('.')))),
              eval=_strip(config_to_dict(eval_config(cfg.profile, guidance=cfg.guidance, device=cfg.device, **over))))
     if cfg.method in ('alchemist',) + RATER_SAMPLERS: _, mcfg, ref, _ = _rater_plan(cfg, corpus_dir); d['rater'] = _meta_hash(mcfg, ref)
     elif cfg.method in BASELINES: d['baseline'] = _strip(config_to_dict(_baseline_config(cfg)))

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['TRAIN_NEUTRAL', 'CKPT', 'TrainConfig', 'train_identity', 'keyed_config', 'total_steps', 'BatchOrder',
-           'step_generator', 'free_port', 'torchrun_env', 'init_distributed', 'rank_rows', 'step_draws', 'EMA',
-           'save_checkpoint', 'load_checkpoint', 'snapshot_path', 'save_snapshot', 'load_trained', 'init_state',
-           'save_loss_curve', 'NonFiniteLoss', 'fit', 'load_train_data', 'default_run_dir', 'train', 'main']
+__all__ = ['TRAIN_NEUTRAL', 'CKPT', 'TrainConfig', 'train_identity', 'total_steps', 'BatchOrder', 'step_generator', 'free_port',
+           'torchrun_env', 'init_distributed', 'rank_rows', 'step_draws', 'EMA', 'save_checkpoint', 'load_checkpoint',
+           'snapshot_path', 'save_snapshot', 'load_trained', 'init_state', 'save_loss_curve', 'NonFiniteLoss', 'fit',
+           'load_train_data', 'default_run_dir', 'train', 'main']
 
 # %% ../nbs/10_train.ipynb #12291069
 import numpy as np
@@ -62,13 +62,10 @@ class TrainConfig:
 TRAIN_NEUTRAL = dict(precision='fp32', init_from='')
 
 def train_identity(cfg: TrainConfig) -> dict:
-    "`config_to_dict(cfg)` without the `TRAIN_NEUTRAL` fields at their neutral value: what checkpoints and run-folder names compare."
+    """`config_to_dict(cfg)` without the `TRAIN_NEUTRAL` fields at their neutral values: what checkpoints, run-folder names and
+    other modules' cache keys (the experiments' stages hash, bilevel's warm-proxy key) compare, as before those fields came."""
     return drop_neutral(config_to_dict(cfg), TRAIN_NEUTRAL)
 
-def keyed_config(cfg: TrainConfig) -> dict:
-    """`config_to_dict(cfg)` without `init_from` at '': the dict other modules' cache keys hash (the experiments' stages hash,
-    bilevel's warm-proxy key), exactly as it was before fine-tuning added the field (`precision` stays: those keys have held it since it came)."""
-    return drop_neutral(config_to_dict(cfg), dict(init_from=''))
 
 def _check_train_cfg(cfg: TrainConfig) -> TrainConfig:
     if cfg.precision not in ('fp32', 'bf16'): raise ValueError(f"TrainConfig.precision must be 'fp32' or 'bf16', got {cfg.precision!r}")
