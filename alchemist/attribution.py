@@ -4,16 +4,21 @@
 
 # %% ../nbs/12b_attribution.ipynb #8bc7ab63
 from __future__ import annotations
-import math, textwrap, time
-from dataclasses import dataclass
+import dataclasses, json, math, os, textwrap, time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FEATURE_KINDS', 'QUERY_IMAGES', 'INDEX_DIR', 'INDEX_JSON', 'AttributionConfig', 'GradSketch', 'per_sample_gradients',
-           'gradient_similarity', 'map_at_k', 'AttributionRanker', 'rank_labels', 'fit_ranker', 'predict_influence',
-           'image_features', 'pair_features', 'attribution_train_config', 'score_fastgda', 'IndexConfig',
-           'check_index_config', 'index_config', 'run_training', 'training_pairs', 'read_query_image', 'generate',
-           'index_key', 'AttributionIndex', 'load_index', 'build_index', 'attribute', 'show_attribution']
+__all__ = ['FEATURE_KINDS', 'QUERY_IMAGES', 'INDEX_DIR', 'INDEX_JSON', 'EVAL_METHODS', 'CF_METHODS', 'SHARED_ATTRS',
+           'EVAL_QUERY_IMAGES', 'REDRAW_SEED', 'ATTRIBUTION_EVAL_PROFILES', 'AttributionConfig', 'GradSketch',
+           'per_sample_gradients', 'gradient_similarity', 'ap_at_k', 'map_at_k', 'AttributionRanker', 'rank_labels',
+           'fit_ranker', 'predict_influence', 'image_features', 'pair_features', 'attribution_train_config',
+           'score_fastgda', 'IndexConfig', 'check_index_config', 'index_config', 'run_training', 'training_pairs',
+           'read_query_image', 'generate', 'index_key', 'AttributionIndex', 'load_index', 'build_index', 'attribute',
+           'show_attribution', 'AttributionEvalConfig', 'eval_index_config', 'check_attribution_eval',
+           'attribution_eval_config', 'evaluation_queries', 'pair_attributes', 'topk_share', 'mean_se',
+           'time_per_query', 'eval_corpus', 'eval_train_config', 'evaluate_attribution', 'summarise',
+           'summarise_counterfactual', 'reading', 'attribution_report']
 
 # %% ../nbs/12b_attribution.ipynb #8cb76335
 import numpy as np
@@ -24,12 +29,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 # %% ../nbs/12b_attribution.ipynb #0fea5eed
-from .core import (ConfigError, Timer, atomic_path, cache_key, check_device, config_from_dict, config_to_dict, get_device,
-                            get_logger, progress, read_json, run_record, seed_everything, stable_hash, stale_reason, to_json, write_json)
-from .data import SPLITS, CorpusError, images_to_tensor, load_images, manifest_fingerprint, read_manifest, read_subset, tensor_to_images
+from .core import (ConfigError, Timer, atomic_path, cache_key, check_device, check_profile, check_types, config_from_dict, config_to_dict,
+                            get_device, get_logger, progress, read_json, run_record, runs_dir, seed_everything, stable_hash, stale_reason, to_json,
+                            write_json)
+from .data import (SPLITS, CorpusError, images_to_tensor, load_images, manifest_fingerprint, read_manifest, read_subset, tensor_to_images,
+                            write_subset)
 from .encoders import ENCODER_NAME, TextEncoder, caption_embeddings, rows_for
 from .image_encoders import effnet_features, l2n, load_effnet
-from .t2i import T2IConfig, T2IModel
+from .synthetic import SyntheticConfig, build_synthetic
+from .t2i import PIXART_SIZES, UNET_SIZES, T2IConfig, T2IModel
 from .train import TrainConfig, load_checkpoint, load_trained, train
 
 # %% ../nbs/12b_attribution.ipynb #74cde558
@@ -65,12 +73,16 @@ class GradSketch:
 
 # %% ../nbs/12b_attribution.ipynb #3c045b02
 def per_sample_gradients(model, images: np.ndarray, tokens: torch.Tensor, mask: torch.Tensor, n_timesteps: int = 4,
-                         proj_dim: int = 512, seed: int = 0, desc: str = 'per-sample grads') -> torch.Tensor:
-    "Sketched gradients `[N, proj_dim]` of each sample's stratified loss w.r.t. the T2I network's parameters."
+                         proj_dim: int = 512, seed: int = 0, desc: str | None = 'per-sample grads', sketch: GradSketch | None = None) -> torch.Tensor:
+    """Sketched gradients `[N, proj_dim]` of each sample's stratified loss w.r.t. the T2I network's parameters (`desc` None: no
+    progress bar). `sketch`: a `GradSketch(params, proj_dim, seed)` made once for many calls (it is what the seed would draw)."""
     model.eval(); dev = model.device
     params = [p for p in model.parameters() if p.requires_grad]
-    sketch = GradSketch(params, proj_dim, seed); out = []
-    for i in progress(range(len(images)), desc=desc):
+    if sketch is None: sketch = GradSketch(params, proj_dim, seed)
+    elif sketch.dim != proj_dim or len(sketch.params) != len(params): raise ValueError(f"the sketch has {sketch.dim} buckets over {len(sketch.params)} tensors; wanted {proj_dim} over {len(params)}")
+    out = []
+    rows = range(len(images))
+    for i in (progress(rows, desc=desc) if desc else rows):
         x0 = images_to_tensor(images[i:i + 1], dev)
         model.zero_grad(set_to_none=True)
         model.stratified_loss(x0, tokens[i:i + 1].float().to(dev), mask[i:i + 1].bool().to(dev), n_timesteps, seed).sum().backward()
@@ -83,8 +95,8 @@ def gradient_similarity(g_query: torch.Tensor, g_items: torch.Tensor) -> np.ndar
     return (F.normalize(g_query, dim=1) @ F.normalize(g_items, dim=1).T).double().numpy()
 
 # %% ../nbs/12b_attribution.ipynb #99a262e5
-def map_at_k(pred: np.ndarray, truth: np.ndarray, k: int = 20) -> float:
-    "mAP@k of predicted influence `[Q,N]` against ground-truth influence `[Q,N]` (relevant = ground truth top k)."
+def ap_at_k(pred: np.ndarray, truth: np.ndarray, k: int = 20) -> np.ndarray:
+    "AP@k of each query `[Q]`: predicted influence `[Q,N]` against ground-truth influence `[Q,N]` (relevant = ground truth top k)."
     pred, truth = np.atleast_2d(pred), np.atleast_2d(truth)
     if pred.shape != truth.shape: raise ValueError(f"pred {pred.shape} and truth {truth.shape} differ")
     k = min(k, pred.shape[1]); aps = []
@@ -93,7 +105,11 @@ def map_at_k(pred: np.ndarray, truth: np.ndarray, k: int = 20) -> float:
         hits = rel[np.argsort(-p, kind='stable')[:k]]
         prec = np.cumsum(hits) / np.arange(1, k + 1)
         aps.append(float((prec * hits).sum() / k))
-    return float(np.mean(aps))
+    return np.asarray(aps)
+
+def map_at_k(pred: np.ndarray, truth: np.ndarray, k: int = 20) -> float:
+    "mAP@k of predicted influence `[Q,N]` against ground-truth influence `[Q,N]`: the mean of `ap_at_k`."
+    return float(ap_at_k(pred, truth, k).mean())
 
 # %% ../nbs/12b_attribution.ipynb #c7b9fae9
 class AttributionRanker(nn.Module):
@@ -525,3 +541,447 @@ def show_attribution(run_dir, caption: str | None = None, image=None, top: int =
         ax.set_title(f"#{row['rank']}  {row.score:.3f}\n{wrap(row.caption)}", fontsize=7)
     fig.tight_layout(); plt.close(fig)   # closed: the returned figure is shown once, not again by the inline backend
     return fig
+
+# %% ../nbs/12b_attribution.ipynb #e91cf2ad
+EVAL_METHODS = ('teacher', 'teacher-redrawn', 'ranker', 'cosine-both', 'cosine-image', 'cosine-caption', 'chance')   # rows of every table
+CF_METHODS = ('ranker', 'teacher', 'random')     # whose top-cf_k pairs the counterfactual check removes
+SHARED_ATTRS = ('shape', 'colour')              # manifest attributes whose share among the top-k pairs is measured
+EVAL_QUERY_IMAGES = ('generated', 'both')       # images of evaluation queries: the model's drawing of each caption, or also the real one
+REDRAW_SEED = 7919                              # seed offset of the re-drawn teacher (another sketch, other timestep noise)
+_INDEX_OWN = dict(feature_kind='feature_kind', query_split='calibration_split', n_queries='n_calibration', query_images='calibration_images',
+                  n_teacher_items='n_teacher_items', n_timesteps='n_timesteps', proj_dim='proj_dim', seed='seeds', device='device')
+
+@dataclass
+class AttributionEvalConfig:
+    "FastGDA's evaluation of a run's attribution index (`evaluate_attribution`); the defaults are the `paper` profile."
+    profile: str = 'paper'             # recorded with the results: 'smoke' | 'quick' | 'paper' (ATTRIBUTION_EVAL_PROFILES hold their sizes)
+    corpus: str = 'synthetic'          # 'synthetic' (built under work_dir; shape and colour known per pair) or a corpus folder
+    corpus_n: int = 6000               # synthetic pairs generated (the regime's 6,000)
+    corpus_seed: int = 0               # seed of the synthetic generator (the corpus stays fixed across seeds)
+    resolution: int = 16               # px (16, 32, 64)
+    family: str = 'unet'               # T2I family of the attributed model: 'unet' | 'pixart'
+    size: str = 's'                    # its size preset ('s' | 'm' | 'l')
+    channels: tuple = ()               # UNet block widths; () = the size preset (the smoke profile uses a tinier net)
+    train_steps: int = 1200            # alchemist.train steps of the attributed model (the regime's 1,200 at 16 px)
+    batch_size: int = 64               # its batch size
+    calibration_split: str = 'heldout' # split whose captions calibrate the index (fit the ranker): IndexConfig.query_split
+    n_calibration: int = 64            # calibration captions (IndexConfig.n_queries)
+    calibration_images: str = 'both'   # their images (IndexConfig.query_images): 'generated' | 'real' | 'both'
+    query_split: str = 'eval'          # split whose captions are the evaluation queries (calibration captions left out, by uid and text)
+    n_queries: int = 64                # evaluation captions (FastGDA-style evaluation: >= 64 at the paper profile)
+    query_images: str = 'generated'    # 'generated' (the run's model draws each caption: FastGDA's queries) | 'both' (also its real image)
+    ks: tuple = (10, 50, 100)          # k of mAP@k and of the top-k attribute shares
+    teacher: str = 'gradient'          # the ground truth: per-sample gradient similarity on the trained model (the only one; the
+                                       # counterfactual check is `n_counterfactual`)
+    n_teacher_items: int = 0           # training pairs the teacher ranks (evaluation and calibration alike); 0 = every training pair
+    n_timesteps: int = 4               # stratified timesteps of the teacher's per-sample loss
+    proj_dim: int = 512                # CountSketch size of the teacher's gradients
+    teacher_redraw: bool = True        # also rank with the teacher re-drawn (another sketch and timestep noise): its agreement with itself
+    feature_kind: str = 'effnet'       # the index's frozen image features: 'effnet' | 'pixels'
+    index: dict = field(default_factory=dict)  # other IndexConfig fields (hidden, epochs, lr, dropout, guidance, sample_steps, query_holdout)
+    n_counterfactual: int = 8          # generated queries of the counterfactual check (0 = off): retrain without the top-cf_k pairs
+    cf_k: int = 100                    # training pairs removed per query and method
+    cf_methods: tuple = ('ranker', 'teacher', 'random')  # whose top-cf_k pairs are removed ('random': cf_k random pairs, the control)
+    cf_timesteps: int = 8              # stratified timesteps of the query's loss before and after retraining
+    seeds: tuple = (0, 1, 2)           # one replicate per seed: the model's training, the index, the queries drawn
+    timing_repeats: int = 5            # timed repetitions of each method's index-only scoring (the median is reported)
+    device: str = 'auto'               # 'auto' | 'cpu' | 'cuda' (training, generation, gradients, features)
+    work_dir: str = ''                 # corpus, runs and indexes; '' = runs/attribution_eval/<profile>
+
+    def __post_init__(self): check_attribution_eval(self)
+
+def eval_index_config(cfg: AttributionEvalConfig, seed: int) -> IndexConfig:
+    "The `IndexConfig` of the run of `seed`: the fields the evaluation shares with the index, plus `cfg.index`."
+    own = {k: getattr(cfg, v) for k, v in _INDEX_OWN.items() if k != 'seed'}
+    return index_config({**cfg.index, **own, 'seed': int(seed)})
+
+def check_attribution_eval(cfg: AttributionEvalConfig) -> AttributionEvalConfig:
+    "`cfg` when every field is valid (checked before any work), else a `ConfigError` naming the field."
+    check_types(cfg); check_profile(cfg.profile)
+    E = 'AttributionEvalConfig'
+    def bad(f, why): return ConfigError(f"{E}.{f} {why}, got {getattr(cfg, f)!r}")
+    if cfg.corpus != 'synthetic' and not (Path(cfg.corpus)/'manifest.parquet').exists():
+        raise bad('corpus', "must be 'synthetic' or a corpus folder (one with manifest.parquet)")
+    if cfg.corpus == 'synthetic' and cfg.corpus_n < 10: raise bad('corpus_n', "must be >= 10 for a synthetic corpus")
+    if cfg.resolution not in (16, 32, 64): raise bad('resolution', "must be 16, 32 or 64")
+    if cfg.family not in ('unet', 'pixart'): raise bad('family', "must be 'unet' or 'pixart'")
+    if cfg.size not in (UNET_SIZES if cfg.family == 'unet' else PIXART_SIZES): raise bad('size', f"is not a {cfg.family} size")
+    if any(int(c) < 1 for c in cfg.channels): raise bad('channels', "must be positive widths")
+    if cfg.teacher != 'gradient': raise bad('teacher', "must be 'gradient' (per-sample gradient similarity; the counterfactual check is n_counterfactual)")
+    for f in ('train_steps', 'batch_size', 'n_timesteps', 'proj_dim', 'cf_k', 'cf_timesteps', 'timing_repeats'):
+        if getattr(cfg, f) < 1: raise bad(f, "must be >= 1")
+    for f in ('n_calibration', 'n_queries'):
+        if getattr(cfg, f) < 2: raise bad(f, "must be >= 2")
+    if cfg.n_teacher_items < 0 or cfg.n_teacher_items == 1: raise bad('n_teacher_items', "must be 0 (every training pair) or >= 2")
+    ks = [int(k) for k in cfg.ks]
+    if not ks or min(ks) < 1 or ks != sorted(set(ks)): raise bad('ks', "must be increasing integers >= 1")
+    if cfg.query_images not in EVAL_QUERY_IMAGES: raise bad('query_images', f"must be one of {EVAL_QUERY_IMAGES}")
+    for f in ('calibration_split', 'query_split'):
+        if getattr(cfg, f) not in SPLITS or getattr(cfg, f) == 'train': raise bad(f, f"must be a split the model is not trained on: {SPLITS[1:]}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds): raise bad('seeds', "must be distinct seeds, at least one")
+    if not 0 <= cfg.n_counterfactual <= cfg.n_queries: raise bad('n_counterfactual', "must be in [0, n_queries]")
+    if set(cfg.cf_methods) - set(CF_METHODS) or len(set(cfg.cf_methods)) != len(cfg.cf_methods) or (cfg.n_counterfactual and not cfg.cf_methods):
+        raise bad('cf_methods', f"must be distinct names of {CF_METHODS}")
+    clash = sorted(set(cfg.index) & set(_INDEX_OWN))
+    if clash: raise ConfigError(f"{E}.index sets {clash}: set them as {', '.join(f'{E}.{_INDEX_OWN[k]}' for k in clash)}")
+    try: eval_index_config(cfg, cfg.seeds[0])
+    except ConfigError as e: raise ConfigError(f"{E}.index: {e}") from None
+    return cfg
+
+# %% ../nbs/12b_attribution.ipynb #fea18287
+ATTRIBUTION_EVAL_PROFILES = {
+    'smoke': dict(corpus_n=240, channels=(16, 32), train_steps=20, batch_size=32, n_calibration=12, n_queries=12, n_timesteps=2,
+                  proj_dim=256, feature_kind='pixels', teacher_redraw=True, index=dict(sample_steps=8, hidden=64, epochs=40),
+                  n_counterfactual=0, seeds=(0,), timing_repeats=3),
+    'quick': dict(corpus_n=2000, train_steps=400, n_calibration=48, n_queries=48, n_teacher_items=600, index=dict(sample_steps=20),
+                  n_counterfactual=2, cf_k=50, cf_methods=('ranker', 'random'), seeds=(0,)),
+    'paper': dict(query_images='both'),
+}
+
+def attribution_eval_config(profile: str = 'smoke', **overrides) -> AttributionEvalConfig:
+    "The `AttributionEvalConfig` of a profile, with `overrides` (field=value; unknown fields raise)."
+    if profile not in ATTRIBUTION_EVAL_PROFILES: raise ConfigError(f"unknown attribution evaluation profile {profile!r}; choose one of {tuple(ATTRIBUTION_EVAL_PROFILES)}")
+    return config_from_dict(AttributionEvalConfig, {**ATTRIBUTION_EVAL_PROFILES[profile], 'profile': profile, **overrides})
+
+# %% ../nbs/12b_attribution.ipynb #a0ceb341
+def evaluation_queries(man: pd.DataFrame, split: str, calibration: list, n: int, rng, exclude: set = frozenset()) -> list:
+    """Up to `n` uids of `split` (drawn with `rng`, in manifest order), none of them a calibration query, by uid or by caption
+    text (a generated query is its caption), nor in `exclude` (the pairs the run trained on); fewer than 2 raise."""
+    cal = set(calibration); cal_text = set(man[man.uid.isin(cal)].caption)
+    pool = man[(man.split == split) & ~man.uid.isin(cal | set(exclude)) & ~man.caption.isin(cal_text)].uid.tolist()
+    if len(pool) < 2: raise CorpusError(f"split '{split}' has {len(pool)} pair(s) left once the {len(cal)} calibration queries and their captions "
+                                        "are taken out; evaluation needs >= 2 (a larger corpus, or AttributionEvalConfig.query_split)")
+    return [pool[i] for i in np.sort(rng.choice(len(pool), size=min(n, len(pool)), replace=False))]
+
+def pair_attributes(man: pd.DataFrame, uids: list, claimed: bool = False) -> dict:
+    """`{name: [value per uid]}` of `SHARED_ATTRS` from the manifest's attrs JSON: what each image shows, or with `claimed` what
+    its caption claims (a caption defect's `caption_attrs`); None where the corpus does not say."""
+    a = man.set_index('uid')['attrs'].reindex(uids).map(lambda s: json.loads(s) if isinstance(s, str) and s else {})
+    src = a.map(lambda d: d.get('caption_attrs', d) if claimed else d)
+    return {k: [d.get(k) for d in src] for k in SHARED_ATTRS}
+
+def topk_share(pred: np.ndarray, item_values: list, query_values: list, k: int) -> np.ndarray:
+    "Per query, the share of its top-k items by `pred [Q,N]` whose value equals the query's; NaN for a query without a value."
+    top = np.argsort(-np.atleast_2d(pred), axis=1, kind='stable')[:, :k]
+    iv, out = np.asarray(item_values, dtype=object), np.full(len(top), np.nan)
+    for i, q in enumerate(query_values):
+        if q is not None: out[i] = float(np.mean(iv[top[i]] == q))
+    return out
+
+def mean_se(x) -> tuple[float, float]:
+    "Mean and standard error of the finite values of `x` (NaN when there are none; the SE is NaN for a single value)."
+    x = np.asarray(x, float); x = x[np.isfinite(x)]
+    if not len(x): return math.nan, math.nan
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+
+def time_per_query(score_fn, n_queries: int, k: int, repeats: int = 3) -> float:
+    "Median seconds per query of `score_fn()` (scores `[Q,N]`) plus each row's top-`k` selection, over `repeats` calls."
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); s = np.asarray(score_fn())
+        np.argpartition(-s, min(k, s.shape[1]) - 1, axis=1)[:, :k]; ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)) / n_queries
+
+# %% ../nbs/12b_attribution.ipynb #32925e38
+def eval_corpus(cfg: AttributionEvalConfig, work: Path) -> Path:
+    "The corpus folder: the synthetic corpus of `cfg` built (once) under `work`, or the folder `cfg.corpus`."
+    if cfg.corpus != 'synthetic': return Path(cfg.corpus)
+    sc = SyntheticConfig(n=cfg.corpus_n, resolution=cfg.resolution, seed=cfg.corpus_seed)
+    return build_synthetic(sc, out_dir=work/f'synthetic-n{cfg.corpus_n}-{cfg.resolution}px-s{cfg.corpus_seed}')
+
+def eval_train_config(cfg: AttributionEvalConfig, corpus: Path, seed: int, out_dir: Path) -> TrainConfig:
+    "The `alchemist.train` run of the attributed model (the train split, `train_steps` steps)."
+    model = T2IConfig(family=cfg.family, size=cfg.size, resolution=cfg.resolution, channels=tuple(cfg.channels))
+    return TrainConfig(corpus_dir=str(corpus), model=model, budget='steps', steps=cfg.train_steps, batch_size=cfg.batch_size,
+                       seed=int(seed), device=cfg.device, out_dir=str(out_dir))
+
+def _teacher_by_query(model, images, tq, g_items, sketch, cfg, seed, k) -> tuple[np.ndarray, float, float]:
+    "The teacher as a method: each query's gradient from scratch, then its similarity to the stored item sketches and the top k; (scores, grad s/query, index s/query)."
+    rows, t_grad, t_idx = [], 0.0, 0.0
+    for i in range(len(images)):
+        t0 = time.perf_counter()
+        g = per_sample_gradients(model, images[i:i + 1], tq.tokens[i:i + 1], tq.mask[i:i + 1], cfg.n_timesteps, cfg.proj_dim, seed, None, sketch)
+        t1 = time.perf_counter()
+        s = gradient_similarity(g, g_items); np.argpartition(-s, min(k, s.shape[1]) - 1, axis=1)[:, :k]
+        t_grad, t_idx = t_grad + t1 - t0, t_idx + time.perf_counter() - t1; rows.append(s)
+    return np.concatenate(rows), t_grad / len(images), t_idx / len(images)
+
+def _method_rows(preds: dict, truth: np.ndarray, ks, item_attrs: dict, query_attrs: dict, costs: dict, **key) -> list:
+    "One row per method and k: mAP@k and the top-k attribute shares (each with its SE over queries), and the method's costs."
+    rows = []
+    for m, p in preds.items():
+        for k in ks:
+            kk = min(int(k), truth.shape[1])
+            r = dict(key, method=m, k=int(k), n_queries=len(p), n_items=truth.shape[1])
+            r['map'], r['map_se'] = mean_se(ap_at_k(p, truth, kk))
+            for a in SHARED_ATTRS: r[f'{a}_share'], r[f'{a}_share_se'] = mean_se(topk_share(p, item_attrs[a], query_attrs[a], kk))
+            rows.append({**r, **costs[m]})
+    return rows
+
+def _evaluate_seed(cfg: AttributionEvalConfig, corpus: Path, seed: int, work: Path) -> tuple[list, list, dict]:
+    "`(rows, counterfactual rows, record)` of one seed."
+    log = get_logger('alchemist.attribution')
+    with Timer() as t_seed:
+        tcfg = eval_train_config(cfg, corpus, seed, work/f'run-s{seed}')
+        run_dir = Path(train(tcfg)['run_dir'])
+        icfg = eval_index_config(cfg, seed)
+        idx = build_index(run_dir, corpus, icfg, device=cfg.device)
+        model = load_trained(run_dir, device=cfg.device)
+        man, text = read_manifest(corpus), caption_embeddings(corpus, max_tokens=tcfg.max_tokens)
+        images, items = training_pairs(tcfg, corpus, cfg.resolution)
+        if items.uid.tolist() != idx.items.uid.tolist(): raise RuntimeError(f"{run_dir/INDEX_DIR}: its training pairs are not the run's (rebuild the index)")
+        cal = list(idx.record['query_uids'])
+        q_uids = evaluation_queries(man, cfg.query_split, cal, cfg.n_queries, np.random.default_rng(seed + 1), exclude=set(items.uid))
+        tq = rows_for(text, q_uids)
+        queries = {'generated': generate(model, tq.tokens, tq.mask, icfg.guidance, icfg.sample_steps, seed + 1, desc='evaluation queries')}
+        if cfg.query_images == 'both':
+            ims, got = load_images(corpus, cfg.resolution, uids=q_uids); pos = {u: i for i, u in enumerate(got)}
+            queries['real'] = ims[[pos[u] for u in q_uids]]
+        N = len(items); n_t = N if cfg.n_teacher_items == 0 else min(cfg.n_teacher_items, N)
+        pool = np.sort(np.random.default_rng(seed + 2).choice(N, size=n_t, replace=False))
+        tb = rows_for(text, items.uid.iloc[pool].tolist())
+        params = [p for p in model.parameters() if p.requires_grad]
+        sketch = GradSketch(params, cfg.proj_dim, seed)
+        with Timer() as t_items:
+            g_items = per_sample_gradients(model, images[pool], tb.tokens, tb.mask, cfg.n_timesteps, cfg.proj_dim, seed, 'teacher: training pairs', sketch)
+        if cfg.teacher_redraw:
+            sketch2 = GradSketch(params, cfg.proj_dim, seed + REDRAW_SEED)
+            g_items2 = per_sample_gradients(model, images[pool], tb.tokens, tb.mask, cfg.n_timesteps, cfg.proj_dim, seed + REDRAW_SEED, 'teacher re-drawn: training pairs', sketch2)
+        F_all = idx.features; d_txt = int(tq.pooled.shape[1])
+        item_attrs = pair_attributes(man, items.uid.iloc[pool].tolist())
+        kmax, rng, rows, truths = max(cfg.ks), np.random.default_rng(seed + 3), [], {}
+        for kind, q_images in queries.items():
+            gq = per_sample_gradients(model, q_images, tq.tokens, tq.mask, cfg.n_timesteps, cfg.proj_dim, seed, f'teacher: {kind} queries', sketch)
+            truth = truths[kind] = gradient_similarity(gq, g_items)
+            with Timer() as t_feat: qf = pair_features(q_images, tq.pooled.float(), icfg.feature_kind, cfg.device).astype(np.float32)
+            Q = len(qf); prep = t_feat.wall / Q
+            fns = {'ranker': lambda: idx.scores(qf), 'cosine-both': lambda: qf @ F_all.T,
+                   'cosine-image': lambda: qf[:, :-d_txt] @ F_all[:, :-d_txt].T, 'cosine-caption': lambda: qf[:, -d_txt:] @ F_all[:, -d_txt:].T,
+                   'chance': lambda: rng.random((Q, N))}
+            index_bytes = sum(p.stat().st_size for p in (run_dir/INDEX_DIR).iterdir() if p.is_file())
+            width = {'ranker': index_bytes / N, 'cosine-both': F_all.shape[1] * 4, 'cosine-image': (F_all.shape[1] - d_txt) * 4,
+                     'cosine-caption': d_txt * 4, 'chance': 0}
+            preds, costs = {}, {}
+            t_pred, g_s, i_s = _teacher_by_query(model, q_images, tq, g_items, sketch, cfg, seed, kmax)
+            preds['teacher'], costs['teacher'] = t_pred, dict(bytes_per_pair=cfg.proj_dim * 4, index_s_per_query=i_s, prep_s_per_query=g_s)
+            if cfg.teacher_redraw:
+                g2 = per_sample_gradients(model, q_images, tq.tokens, tq.mask, cfg.n_timesteps, cfg.proj_dim, seed + REDRAW_SEED, None, sketch2)
+                preds['teacher-redrawn'] = gradient_similarity(g2, g_items2)
+                costs['teacher-redrawn'] = dict(costs['teacher'])
+            for m, fn in fns.items():
+                preds[m] = np.asarray(fn())[:, pool]
+                costs[m] = dict(bytes_per_pair=width[m], index_s_per_query=time_per_query(fn, Q, kmax, cfg.timing_repeats),
+                                prep_s_per_query=0.0 if m == 'chance' else prep)
+            for c in costs.values(): c['queries_per_s'] = 1 / max(c['index_s_per_query'], 1e-12)
+            q_attrs = pair_attributes(man, q_uids, claimed=kind == 'generated')
+            rows += _method_rows(preds, truth, cfg.ks, item_attrs, q_attrs, costs, profile=cfg.profile, seed=int(seed), query_kind=kind)
+        cf_rows = _counterfactual(cfg, tcfg, model, idx, items, pool, q_uids, tq, queries['generated'], truths['generated'], icfg, seed, work) if cfg.n_counterfactual else []
+    rec = dict(seed=int(seed), run_dir=str(run_dir), run_step=idx.record['run_step'], n_items=N, n_teacher_items=n_t,
+               n_params=int(sum(p.numel() for p in params)), feature_dim=int(F_all.shape[1]), index_bytes=index_bytes,
+               calibration_uids=cal, calibration_captions=man.set_index('uid').caption.reindex(cal).tolist(),
+               query_uids=q_uids, query_captions=man.set_index('uid').caption.reindex(q_uids).tolist(),
+               index={k: idx.record[k] for k in ('map_k', 'map_ranker', 'map_ranker_fit_queries', 'map_feature_cosine', 'map_chance',
+                                                 'n_fit_queries', 'n_heldout_queries', 'seconds')},
+               index_cached=idx.cached, teacher_items_s=t_items.wall, wall_s=t_seed.wall, cpu_ratio=t_seed.cpu_ratio)
+    log.info(f"attribution evaluation seed {seed}: {N} training pairs, {len(q_uids)} queries, {t_seed.wall:.0f} s")
+    return rows, cf_rows, rec
+
+def _counterfactual(cfg, tcfg, model, idx, items, pool, q_uids, tq, q_images, truth, icfg, seed, work) -> list:
+    "Retrain without each method's top-`cf_k` pairs for the first `n_counterfactual` generated queries; the query's loss and regenerated image before and after."
+    N, dev, rows = len(items), model.device, []
+    if cfg.cf_k >= N - 1: raise ConfigError(f"AttributionEvalConfig.cf_k={cfg.cf_k} leaves nothing to train on: the run has {N} training pairs")
+    qf = pair_features(q_images, tq.pooled.float(), icfg.feature_kind, cfg.device).astype(np.float32)
+    rng = np.random.default_rng(seed + 4)
+    def query_loss(m, i):
+        with torch.no_grad():
+            return float(m.stratified_loss(images_to_tensor(q_images[i:i + 1], dev), tq.tokens[i:i + 1].float().to(dev),
+                                           tq.mask[i:i + 1].bool().to(dev), cfg.cf_timesteps, seed).item())
+    regen = lambda m, i: generate(m, tq.tokens[i:i + 1], tq.mask[i:i + 1], icfg.guidance, icfg.sample_steps, seed + 10_000 + i)
+    for i in progress(range(cfg.n_counterfactual), desc='counterfactual queries'):
+        before, im0 = query_loss(model, i), regen(model, i)
+        removed = dict(ranker=np.argsort(-idx.scores(qf[i:i + 1])[0], kind='stable')[:cfg.cf_k],
+                       teacher=pool[np.argsort(-truth[i], kind='stable')[:cfg.cf_k]],
+                       random=rng.choice(N, size=cfg.cf_k, replace=False))
+        for m in cfg.cf_methods:
+            gone = set(items.uid.iloc[removed[m]])
+            keep = [u for u in items.uid if u not in gone]
+            tag = f"q{i}-{m}-{stable_hash(','.join(sorted(gone))):012x}"
+            sub = write_subset(work/f'cf-s{seed}'/f'{tag}.json', keep, query=q_uids[i], method=m, removed=len(gone))
+            with Timer() as t:
+                m2 = load_trained(train(dataclasses.replace(tcfg, subset=str(sub), out_dir=str(work/f'cf-s{seed}'/tag)))['run_dir'], device=cfg.device)
+            after, im1 = query_loss(m2, i), regen(m2, i)
+            rows.append(dict(profile=cfg.profile, seed=int(seed), query=q_uids[i], method=m, cf_k=cfg.cf_k, loss_before=before, loss_after=after,
+                             delta_loss=after - before, image_mse=float((((im1.astype(np.float32) - im0) / 127.5) ** 2).mean()),
+                             overlap_with_ranker=len(gone & set(items.uid.iloc[removed['ranker']])) / cfg.cf_k, retrain_s=t.wall))
+    return rows
+
+# %% ../nbs/12b_attribution.ipynb #36f876ea
+def evaluate_attribution(cfg: AttributionEvalConfig | dict) -> dict:
+    """FastGDA's evaluation of the attribution index (see above) for each seed of `cfg`: `rows` (a DataFrame, one row per
+    seed, query kind, method and k), `counterfactual` (one row per seed, query and removal method; empty when off), and
+    `record` (the run record: config, date, git, machine, load average before and after, wall time, and per seed the run,
+    the index's own numbers, the calibration and evaluation queries)."""
+    if isinstance(cfg, dict): cfg = config_from_dict(AttributionEvalConfig, cfg)
+    check_attribution_eval(cfg); check_device(cfg.device, 'AttributionEvalConfig.device', available=True)
+    work = Path(cfg.work_dir) if cfg.work_dir else runs_dir()/'attribution_eval'/cfg.profile
+    load0 = tuple(round(x, 2) for x in os.getloadavg())
+    rows, cf, seeds = [], [], []
+    with Timer() as t:
+        corpus = eval_corpus(cfg, work)
+        for s in cfg.seeds:
+            r, c, rec = _evaluate_seed(cfg, corpus, int(s), work); rows += r; cf += c; seeds.append(rec)
+    record = run_record(cfg, kind='attribution_eval', corpus_dir=str(corpus), work_dir=str(work), load_start=load0,
+                        load_end=tuple(round(x, 2) for x in os.getloadavg()), wall_s=t.wall, cpu_ratio=t.cpu_ratio, seeds=seeds)
+    return dict(rows=pd.DataFrame(rows), counterfactual=pd.DataFrame(cf), record=record)
+
+def _pool_se(se: pd.Series) -> float:
+    se = se.dropna(); return float(np.sqrt((se ** 2).sum()) / len(se)) if len(se) else math.nan
+
+def summarise(rows: pd.DataFrame) -> pd.DataFrame:
+    "Per query kind, method and k: mAP and shares as means over seeds with their pooled SE, queries summed, costs the median."
+    g = rows.groupby(['query_kind', 'method', 'k'], sort=False)
+    out = g.agg(n_seeds=('seed', 'nunique'), n_queries=('n_queries', 'sum'), n_items=('n_items', 'median'), map=('map', 'mean'),
+                **{f'{a}_share': (f'{a}_share', 'mean') for a in SHARED_ATTRS},
+                bytes_per_pair=('bytes_per_pair', 'median'), index_s_per_query=('index_s_per_query', 'median'),
+                prep_s_per_query=('prep_s_per_query', 'median'), queries_per_s=('queries_per_s', 'median'))
+    for c in ['map'] + [f'{a}_share' for a in SHARED_ATTRS]: out[f'{c}_se'] = g[f'{c}_se'].apply(_pool_se)
+    return out.reset_index()
+
+def summarise_counterfactual(cf: pd.DataFrame) -> pd.DataFrame:
+    "Per removal method: the query's loss change and the regenerated image's change (mean ± SE over queries and seeds)."
+    if cf is None or not len(cf): return pd.DataFrame()
+    rows, key = [], ['seed', 'query']
+    rand = cf[cf.method == 'random'].set_index(key)
+    for m, d in cf.groupby('method', sort=False):
+        r = dict(method=m, n=len(d), cf_k=int(d.cf_k.iloc[0]), overlap_with_ranker=float(d.overlap_with_ranker.mean()))
+        for c in ('delta_loss', 'image_mse'):
+            r[c], r[f'{c}_se'] = mean_se(d[c])
+            # paired by query: this method's change minus the random removal's for the same query (NaN without a random removal)
+            diff = (d.set_index(key)[c] - rand[c]).dropna() if len(rand) and m != 'random' else pd.Series(dtype=float)
+            r[f'{c}_vs_random'], r[f'{c}_vs_random_se'] = mean_se(diff)
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+# %% ../nbs/12b_attribution.ipynb #eed9d076
+def _pm(m: float, se: float, pct: bool = False, digits: int = 3) -> str:
+    "`m ± se` (percent with `pct`); 'n/a' for a missing value, no ± for a missing SE."
+    if m is None or not np.isfinite(m): return 'n/a'
+    f = (lambda v: f"{100 * v:.0f}%") if pct else (lambda v: f"{v:.{digits}f}")
+    return f(m) if se is None or not np.isfinite(se) else f"{f(m)} ± {f(se)}"
+
+def _ms(seconds: float) -> str: return f"{1e3 * seconds:.3g} ms"
+
+def _versus(a: float, a_se: float, b: float, b_se: float) -> str:
+    "'above', 'below' or 'within two standard errors of': `a` against `b`."
+    se = math.hypot(a_se if np.isfinite(a_se) else 0, b_se if np.isfinite(b_se) else 0)
+    if se == 0: return 'above' if a > b else 'below' if a < b else 'equal to'
+    z = (a - b) / se
+    return 'above' if z > 2 else 'below' if z < -2 else 'within two standard errors of'
+
+def reading(summary: pd.DataFrame, cf: pd.DataFrame, cfg: AttributionEvalConfig) -> str:
+    "The reading paragraph, generated from `summary` (`summarise`) and `cf` (`summarise_counterfactual`)."
+    s, out = summary, []
+    k0, k1 = min(cfg.ks), max(cfg.ks)
+    def at(kind, m, k): return s[(s.query_kind == kind) & (s.method == m) & (s.k == k)].iloc[0]
+    n_q = int(at('generated', 'ranker', k0).n_queries); n_items = int(at('generated', 'ranker', k0).n_items)
+    out.append(f"Profile `{cfg.profile}`, {len(cfg.seeds)} seed(s), {n_q} generated evaluation queries against {n_items} training pairs.")
+    if cfg.profile == 'smoke': out.append("This is the smoke profile: a pipeline check on a model that barely draws; its numbers are not evidence.")
+    elif n_q < 64: out.append(f"{n_q} queries is fewer than the 64 of the paper profile: wide standard errors.")
+    for kind in dict.fromkeys(s.query_kind):
+        r, ch = at(kind, 'ranker', k0), at(kind, 'chance', k0)
+        cos = s[(s.query_kind == kind) & (s.k == k0) & s.method.str.startswith('cosine')].set_index('method')
+        best = cos['map'].idxmax(); b = cos.loc[best]
+        ratio = f"{r['map'] / ch['map']:.1f}x" if ch['map'] > 0 else 'n/a'
+        txt = (f"On {kind} queries at k={k0} the ranker's mAP is {_pm(r['map'], r.map_se)}, {_versus(r['map'], r.map_se, b['map'], b.map_se)} "
+               f"the best raw-feature cosine ({best}, {_pm(b['map'], b.map_se)}) and {ratio} chance ({_pm(ch['map'], ch.map_se)})")
+        if cfg.teacher_redraw:
+            t = at(kind, 'teacher-redrawn', k0)
+            txt += f"; the teacher re-drawn agrees with itself at {_pm(t['map'], t.map_se)}" + (f", so the ranker reaches {r['map'] / t['map']:.0%} of that ceiling" if t['map'] > 0 else '')
+        r1, c1 = at(kind, 'ranker', k1), at(kind, 'chance', k1)
+        out.append(txt + f". At k={k1}: ranker {_pm(r1['map'], r1.map_se)}, chance {_pm(c1['map'], c1.map_se)}.")
+    te = at('generated', 'teacher', k0)
+    out.append(f"The teacher recomputed query by query reproduces its own top-k: mAP {te['map']:.3f}" +
+               (" (the check holds)." if te['map'] > 1 - 1e-9 else " — not 1: the teacher is not reproducible or the rows are misaligned; the other numbers are suspect."))
+    r, cb = at('generated', 'ranker', k0), at('generated', 'cosine-both', k0)
+    t_full = te.index_s_per_query + te.prep_s_per_query
+    out.append(f"The ranker answers a query from the index in {_ms(r.index_s_per_query)} ({r.queries_per_s:.0f} queries/s; the query's features "
+               f"take {_ms(r.prep_s_per_query)} more), raw cosine on both features in {_ms(cb.index_s_per_query)}; the teacher takes "
+               f"{_ms(t_full)} ({_ms(te.prep_s_per_query)} for the query's gradient): {t_full / r.index_s_per_query:.0f}x the ranker's "
+               f"index time, {t_full / (r.index_s_per_query + r.prep_s_per_query):.1f}x counting the features. The index stores "
+               f"{r.bytes_per_pair / 1024:.1f} KiB per training pair; the teacher's sketched gradients {te.bytes_per_pair / 1024:.1f} KiB.")
+    if s[[f'{a}_share' for a in SHARED_ATTRS]].notna().any().any():
+        kind = 'generated'; r, ch, t = at(kind, 'ranker', k0), at(kind, 'chance', k0), at(kind, 'teacher', k0)
+        parts = [f"its {a} in {_pm(r[f'{a}_share'], r[f'{a}_share_se'], True)} ({_versus(r[f'{a}_share'], r[f'{a}_share_se'], ch[f'{a}_share'], ch[f'{a}_share_se'])} "
+                 f"random pairs' {_pm(ch[f'{a}_share'], ch[f'{a}_share_se'], True)}; the teacher's top-{k0}: {_pm(t[f'{a}_share'], t[f'{a}_share_se'], True)})" for a in SHARED_ATTRS]
+        out.append(f"The ranker's top-{k0} pairs for a generated query share " + ' and '.join(parts) + '.')
+    else: out.append("The corpus's manifest records no shape or colour: no attribute shares.")
+    if cf is not None and len(cf):
+        c = cf.set_index('method')
+        what = lambda m: f"{int(c.loc[m].cf_k)} random pairs" if m == 'random' else f"the {m}'s top {int(c.loc[m].cf_k)}"
+        txt = '; '.join(f"without {what(m)} the query's loss changes by {_pm(c.loc[m].delta_loss, c.loc[m].delta_loss_se, digits=4)} and the "
+                        f"regenerated image by MSE {_pm(c.loc[m].image_mse, c.loc[m].image_mse_se, digits=4)}" for m in c.index)
+        out.append(f"Counterfactual check ({int(c.n.iloc[0])} queries, retrained from scratch): {txt}.")
+        for m in [x for x in c.index if x != 'random' and np.isfinite(c.loc[x].delta_loss_vs_random)]:
+            a = c.loc[m]; cmp = lambda v, se: {'above': 'more than', 'below': 'less than'}.get(_versus(v, se, 0, 0), 'about as much as')
+            out.append(f"Paired by query, removing the {m}'s pairs changes the loss {cmp(a.delta_loss_vs_random, a.delta_loss_vs_random_se)} "
+                       f"removing random ones ({_pm(a.delta_loss_vs_random, a.delta_loss_vs_random_se, digits=4)}) and the image "
+                       f"{cmp(a.image_mse_vs_random, a.image_mse_vs_random_se)} ({_pm(a.image_mse_vs_random, a.image_mse_vs_random_se, digits=4)}).")
+    return ' '.join(out)
+
+def _table(s: pd.DataFrame, kind: str, value: str, ks) -> pd.DataFrame:
+    d = s[s.query_kind == kind]
+    t = pd.DataFrame({f'{value}@{k}': {r.method: _pm(r[value], r[f'{value}_se'], value != 'map') for _, r in d[d.k == k].iterrows()} for k in ks})
+    return t.reindex([m for m in EVAL_METHODS if m in t.index])
+
+def attribution_report(result: dict, results_path: str = '') -> str:
+    "The markdown report of `evaluate_attribution`'s result: record, reading, mAP, cost, attribute and counterfactual tables."
+    rec, s = result['record'], summarise(result['rows'])
+    cfg = config_from_dict(AttributionEvalConfig, rec['config']); cf = summarise_counterfactual(result['counterfactual'])
+    m = rec['machine']
+    L = ["# Attribution, evaluated as FastGDA evaluates it", "",
+         "> mAP@k of each cheap attribution method against the gradient-similarity teacher's top-k on held-out generated queries, "
+         "the share of top-k pairs showing the query's shape and colour, storage and query speed (`alchemist.attribution.evaluate_attribution`, "
+         "`scripts/attribution_eval.py`).", "",
+         "Methods: `ranker` = the run's attribution index (the learned FastGDA-style ranker); `cosine-*` = raw frozen-feature cosine "
+         "(image part, caption part, both); `chance` = a random ranking; `teacher` = the teacher recomputed query by query (mAP 1 is a "
+         "check); `teacher-redrawn` = the teacher with another sketch and timestep noise (its agreement with itself). Queries are "
+         "captions of the evaluation split that no calibration query (the ranker's fit) shares, by uid or by text. ± = standard error "
+         "over queries (seeds pooled).", "",
+         "## Record", "",
+         f"- date {rec['date']}, git `{rec['git']}`, command `{rec['command']}`",
+         f"- machine {m['platform']} ({m['cpu_count']} cores, {m['torch_threads']} torch threads, torch {m['torch']}, cuda {m['cuda']}); "
+         f"load average {rec['load_start']} at the start, {rec['load_end']} at the end; wall {rec['wall_s']:.0f} s, cpu/wall {rec['cpu_ratio']:.2f}",
+         f"- corpus `{rec['corpus_dir']}`; runs under `{rec['work_dir']}`" + (f"; results `{results_path}`" if results_path else ''), "",
+         "```json", to_json(rec['config'], indent=None), "```", "",
+         "## Reading", "", reading(s, cf, cfg), ""]
+    for kind in dict.fromkeys(s.query_kind):
+        L += [f"## mAP@k against the teacher's top-k ({kind} queries)", "", _table(s, kind, 'map', cfg.ks).to_markdown(), ""]
+    d = s[(s.query_kind == 'generated') & (s.k == min(cfg.ks))].set_index('method').reindex([x for x in EVAL_METHODS if x in set(s.method)])
+    te = d.loc['teacher']; t_full = te.index_s_per_query + te.prep_s_per_query
+    cost = pd.DataFrame({'bytes / pair': d.bytes_per_pair.round(0).astype(int), 'index ms / query': (1e3 * d.index_s_per_query).round(3),
+                         'queries / s (index)': d.queries_per_s.round(0), 'prep ms / query': (1e3 * d.prep_s_per_query).round(2),
+                         'teacher time / index time': (t_full / d.index_s_per_query).round(1),
+                         'teacher time / (index + prep)': (t_full / (d.index_s_per_query + d.prep_s_per_query)).round(1)})
+    L += ["## Storage and speed (generated queries; median over seeds)", "",
+          "Index time: scores for every training pair and the top-k selection, the query's features given; `prep`: the query's "
+          "features (image features of the query image; the caption embedding is cached) or, for the teacher, its sketched gradient. "
+          f"Bytes: the index folder on disk (ranker), the float32 features (cosine), the sketch of {cfg.proj_dim} floats (teacher; an "
+          f"unsketched gradient would take {rec['seeds'][0]['n_params'] * 4 / 2 ** 20:.1f} MiB).", "", cost.to_markdown(), ""]
+    if s[[f'{a}_share' for a in SHARED_ATTRS]].notna().any().any():
+        for kind in dict.fromkeys(s.query_kind):
+            t = pd.concat([_table(s, kind, f'{a}_share', cfg.ks) for a in SHARED_ATTRS], axis=1)
+            L += [f"## Top-k pairs sharing the query's shape and colour ({kind} queries)", "", t.to_markdown(), ""]
+    if len(cf):
+        c = cf.assign(**{c: [_pm(a, b, digits=4) for a, b in zip(cf[c], cf[f'{c}_se'])]
+                         for c in ('delta_loss', 'image_mse', 'delta_loss_vs_random', 'image_mse_vs_random')})
+        L += ["## Counterfactual: retrained without each method's top pairs", "",
+              f"Per query: the model retrained from scratch ({cfg.train_steps} steps, same seed) without the pairs; loss = the query's "
+              f"stratified loss ({cfg.cf_timesteps} timesteps) after minus before; image MSE = the image regenerated for the same caption "
+              "and seed, against the original model's ([-1, 1] units); `vs_random` = paired by query, minus the random removal's.", "",
+              c[['method', 'n', 'cf_k', 'delta_loss', 'delta_loss_vs_random', 'image_mse', 'image_mse_vs_random', 'overlap_with_ranker']].to_markdown(index=False), ""]
+    per = pd.DataFrame([dict(seed=r['seed'], training_pairs=r['n_items'], teacher_pairs=r['n_teacher_items'], calibration_captions=len(r['calibration_uids']),
+                             evaluation_captions=len(r['query_uids']), index_heldout_calibration_map=round(r['index']['map_ranker'], 3),
+                             index_k=r['index']['map_k'], teacher_items_s=round(r['teacher_items_s'], 1), wall_s=round(r['wall_s'], 1),
+                             cpu_ratio=round(r['cpu_ratio'], 2), run=r['run_dir']) for r in rec['seeds']])
+    L += ["## Per seed", "", per.to_markdown(index=False), ""]
+    return '\n'.join(L)

@@ -133,3 +133,63 @@ def test_cli_errors_name_the_problem(run, index, tmp_path, capsys):
     assert rc == 2 and f"no image file {tmp_path/'none.png'}" in err
     rc, _, err = _main(capsys, 'attribute', '--model', rd, '--caption', CAPTION, '--top', 0)
     assert rc == 2 and '--top' in err
+
+
+# --- issue 19 item 2: FastGDA's evaluation (scripts/attribution_eval.py, alchemist.attribution.evaluate_attribution) ---
+EVAL_SCRIPT = Path(__file__).resolve().parents[1]/'scripts'/'attribution_eval.py'
+
+
+@pytest.fixture(scope='module')
+def evaluation(tmp_path_factory):
+    """The script at the smoke profile, with the counterfactual check switched on for one query (ranker vs random
+    removal of 20 pairs) so that its path runs too: about 40 s."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('attribution_eval', EVAL_SCRIPT)
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    d = tmp_path_factory.mktemp('attr_eval')
+    res = m.main(['--profile', 'smoke', '--out', str(d/'reports'), '--work', str(d/'work'), '--device', 'cpu',
+                  '--set', 'n_counterfactual=1', 'cf_k=20', 'cf_methods=["ranker","random"]'])
+    return d, res
+
+
+def test_eval_writes_report_and_csv_with_every_method(evaluation):
+    import pandas as pd
+    from alchemist.attribution import EVAL_METHODS
+    d, res = evaluation
+    p = res['paths']
+    assert p['report'] == d/'reports'/'attribution.md' and p['rows'] == d/'reports'/'results'/'attribution_smoke.csv'
+    rows = pd.read_csv(p['rows'])
+    ks = (10, 50, 100)
+    assert sorted(zip(rows.method, rows.k)) == sorted((m, k) for m in EVAL_METHODS for k in ks)     # generated queries, one seed
+    assert rows[['map', 'map_se', 'shape_share', 'colour_share', 'index_s_per_query', 'queries_per_s']].notna().all().all()
+    assert ((rows['map'] >= 0) & (rows['map'] <= 1)).all() and (rows.bytes_per_pair[rows.method != 'chance'] > 0).all()
+    text = p['report'].read_text()
+    for m in EVAL_METHODS: assert f'| {m} ' in text, m
+    for h in ('## Record', '## Reading', "## mAP@k against the teacher's top-k (generated queries)", '## Storage and speed',
+              "## Top-k pairs sharing the query's shape and colour", '## Counterfactual', '## Per seed'):
+        assert h in text, h
+    assert 'load average' in text and 'git `' in text and '"profile": "smoke"' in text and 'This is the smoke profile' in text
+    cf = pd.read_csv(p['counterfactual'])
+    assert sorted(cf.method) == ['random', 'ranker'] and (cf.cf_k == 20).all() and np.isfinite(cf[['delta_loss', 'image_mse']]).all().all()
+    assert (cf.set_index('method').overlap_with_ranker['ranker'] == 1.0) and read_json(p['record'])['config']['n_counterfactual'] == 1
+
+
+def test_eval_teacher_against_itself_is_one(evaluation):
+    "The teacher recomputed query by query, from scratch, ranks as the batched teacher: mAP 1 at every k (misaligned rows or a non-reproducible teacher fail)."
+    rows = evaluation[1]['rows']
+    t = rows[rows.method == 'teacher']
+    assert len(t) == 3 and np.allclose(t['map'], 1.0, atol=1e-9)
+    assert (rows[rows.method == 'chance']['map'] < 1).all() and (rows[rows.method == 'teacher-redrawn']['map'] < 1).any()
+
+
+def test_eval_fit_queries_are_disjoint_from_evaluation_queries(evaluation):
+    "The ranker's calibration queries (read back from the index it was fitted with) share neither a uid nor a caption with the evaluation queries."
+    import pandas as pd
+    from alchemist.data import read_manifest
+    rec = evaluation[1]['record']; s = rec['seeds'][0]
+    fitted = read_json(Path(s['run_dir'])/INDEX_DIR/INDEX_JSON)['query_uids']
+    assert fitted == s['calibration_uids'] and len(s['query_uids']) == 12
+    man = read_manifest(rec['corpus_dir']).set_index('uid')
+    assert not set(fitted) & set(s['query_uids'])
+    assert not set(man.caption[fitted]) & set(man.caption[s['query_uids']])
+    assert set(man.split[fitted]) == {'heldout'} and set(man.split[s['query_uids']]) == {'eval'}
