@@ -47,11 +47,14 @@ DEFAULT_BUDGET = 'epochs'   # results collected before the `budget` parameter ex
 def results_dir() -> Path: return reports_dir()/'results'
 
 def load_results(path: str | Path | None = None) -> dict[str, pd.DataFrame]:
-    "Every `<table>_<profile>.csv` (and `..._records.csv`) in `path` (default `reports/results/`), keyed by file stem."
+    """Every `<table>_<profile>.csv` (and `..._records.csv`) in `path` (default `reports/results/`) of a table `alchemist reproduce`
+    knows, keyed by file stem. Other CSVs there (the results of scripts with their own reports: rater evidence, attribution) are left out."""
     path = Path(path or results_dir())
     if not path.exists(): raise FileNotFoundError(f"no results folder {path}: run `alchemist reproduce` first")
     out = {}
     for p in sorted(path.glob('*.csv')):
+        table, _, profile = p.stem.removesuffix('_records').rpartition('_')
+        if table not in TABLES or profile not in PROFILES: continue
         try: out[p.stem] = with_budget(pd.read_csv(p))
         except Exception as e: raise ValueError(f"cannot read results file {p}: {e}") from e
     return out

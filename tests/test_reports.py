@@ -11,3 +11,13 @@ def test_seed_counts_follow_their_groups():
     t = mean_std_table(pd.DataFrame(rows), ['step', 'method'], ['metrics.fd_effnet'])
     got = {(r.step, r.method): r.seeds for r in t.itertuples()}
     assert got == {(t_, m): (2 if m == 'full' else 3) for m in ('oracle', 'random', 'full') for t_ in (400, 800, 1200)}
+
+
+def test_load_results_reads_only_reproduce_tables(tmp_path):
+    "The results folder also holds the CSVs of scripts with their own reports (rater evidence, attribution): not tables."
+    from alchemist.reports import load_results
+    pd.DataFrame(dict(method=['random'], seed=[0], **{'metrics.fd_effnet': [1.0]})).to_csv(tmp_path/'T1_quick.csv', index=False)
+    pd.DataFrame(dict(run_id=['x'], step=[1])).to_csv(tmp_path/'T1_quick_records.csv', index=False)
+    pd.DataFrame(dict(mode=['init'], auroc=[0.5])).to_csv(tmp_path/'rater_auroc_quick.csv', index=False)
+    pd.DataFrame(dict(a=[1])).to_csv(tmp_path/'T1_nosuchprofile.csv', index=False)
+    assert sorted(load_results(tmp_path)) == ['T1_quick', 'T1_quick_records']
