@@ -54,7 +54,7 @@ class TrainConfig:
     seed: int = 0                          # seeds weights, batch order and noise
     device: str = 'auto'                   # 'auto' | 'cpu' | 'cuda'
     precision: str = 'fp32'                # 'fp32' | 'bf16': bf16 autocast of the forward pass (weights, optimiser and loss stay fp32);
-                                           # measure before using it (`scripts/paper_budget.py --bf16`): on a CPU without bf16 units it is slower
+                                           # measure before using it (`scripts/paper_budget.py --bf16`); results in reports/ are fp32
     init_from: str = ''                    # fine-tuning: run folder of an alchemist.train run whose EMA weights start the model (the model
                                            # `load_trained` gives; same `model` config; a fresh optimiser); '' = a freshly initialised model
 
