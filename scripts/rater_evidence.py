@@ -5,7 +5,7 @@ Usage:
     .venv/bin/python scripts/rater_evidence.py --profile smoke|quick|paper
         [--corpora synthetic web-planted] [--corpus_n N] [--modes init penalty ...] [--inputs pixels+pooled ...]
         [--seeds 0 1 2] [--heldout clean] [--set key=value ...] [--device cpu]
-        [--results FILE] [--report FILE] [--figures DIR] [--runs DIR] [--out DIR] [--no_signals] [--no_fit] [--plan]
+        [--results FILE] [--report FILE] [--figures DIR] [--runs DIR] [--out DIR] [--no_signals] [--no_fit] [--fit_only] [--plan]
 
 For each corpus (`alchemist.experiments.build_corpus(ExperimentConfig(corpus=..., corpus_n=..., resolution=...))`), mode
 variant (`VARIANTS`), rater input (`<image>+<text>`, `alchemist.rater.rater_inputs`) and seed: meta-train a rater
@@ -320,6 +320,8 @@ def main(argv=None):
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--plan', action='store_true', help='list the runs of the profile, which are done, and their estimated CPU time; train nothing')
     ap.add_argument('--no_signals', action='store_true', help="skip the warm proxy's own per-sample signals (rows mode='signal:<name>')")
+    ap.add_argument('--fit_only', action='store_true', help="the warm proxy's signals and the supervised control only: no meta-training "
+                                                           "(cheap: a look at which rater inputs can carry a signal at all)")
     ap.add_argument('--no_fit', action='store_true', help="skip the supervised control: the rater fitted directly to each signal on half "
                                                          "the pool, scored on the other half (rows mode='fit:<name>')")
     ap.add_argument('--results', help='CSV (default reports/results/rater_auroc_<profile>.csv)')
@@ -377,6 +379,7 @@ def main(argv=None):
                         rows += got
                         print(f"{label} fit to signals  {inputs:16s} s{seed}: {tf.wall:.0f}s; held-out AUROC "
                               + ', '.join(f"{x['mode'][4:]}/{x['defect']} {x['auroc']:.2f}" for x in got if x['defect'] in ('caption_mismatch', 'caption_swap', 'noise')), flush=True)
+                    if a.fit_only: continue
                     load = tuple(round(x, 2) for x in os.getloadavg())
                     done = out/'done.json'
                     with Timer() as tm:
