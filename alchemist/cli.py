@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_cli.ipynb #8ba4e5e5
 from __future__ import annotations
-import argparse, json, shutil, sys, time
+import argparse, json, os, shutil, sys, time
 from pathlib import Path
 
 # %% auto #0
@@ -103,9 +103,29 @@ def _copy_table(path: Path, out: str | None) -> Path:
     return out
 
 # %% ../nbs/14_cli.ipynb #2954edd0
+def _score_under_torchrun(a) -> None:
+    """`torchrun --nproc_per_node N -m alchemist.cli score CORPUS --rater CKPT ...`: every rank scores its chunks (alchemist.scoring),
+    rank 0 merges and prints. The rater must exist: N ranks meta-training one rater at once would race (use `--nproc`, which trains it first)."""
+    import torch.distributed as dist
+    from alchemist.scoring import ScoringConfig, score_corpus   # deferred with the pipeline
+    if a.selector != 'alchemist' or not a.rater:
+        raise ConfigError("under torchrun, `alchemist score` scores with an existing rater: pass --selector alchemist --rater CKPT "
+                          "(meta-train it first with `alchemist rater train CORPUS`, or run `alchemist score CORPUS --nproc N`, which does both)")
+    if a.nproc > 1: raise ConfigError("--nproc starts torchrun itself; under torchrun leave it out")
+    ex, cfg, work = _experiment(a.corpus, _kv(a.keys), 'score', SCORE_KEYS, a.work_dir, method=a.selector)
+    try: path = score_corpus(ScoringConfig(rater=str(a.rater), corpus_dir=str(work), split='train', device=cfg.device))
+    finally:
+        if dist.is_initialized(): dist.destroy_process_group()
+    if int(os.environ.get('RANK', '0')) != 0: return
+    if path is None: print("stopped early: the finished chunks are kept; run the same command again to finish"); return
+    copy = _copy_table(Path(path), a.out)
+    print(f"scores: {copy}" + (f" (a copy of {path})" if copy != Path(path) else '') + f"\n  {len(data.read_scores(copy))} pairs, "
+          f"{os.environ['WORLD_SIZE']} processes")
+
 def _score(a) -> None:
     if a.selector != 'alchemist' and a.rater: raise ConfigError(f"--rater is the alchemist selector's; {a.selector!r} is a baseline")
     if a.nproc > 1 and a.selector != 'alchemist': raise ConfigError(f"--nproc scores with the rater; the baseline {a.selector!r} scores in one process")
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1: return _score_under_torchrun(a)
     ex, cfg, work = _experiment(a.corpus, _kv(a.keys), 'score', SCORE_KEYS, a.work_dir, method=a.selector)
     if a.rater or a.nproc > 1:
         from alchemist.scoring import ScoringConfig, launch_scoring   # deferred with the pipeline
@@ -389,3 +409,5 @@ def main(argv: list | None = None) -> int:
     except OSError as e:   # read-only, full or foreign folders: the path and what to do, not a traceback
         print(f"error: {_os_error(e)}", file=sys.stderr); return 3
     return 0
+
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())   # `python -m alchemist.cli ...`, or under torchrun

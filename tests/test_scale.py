@@ -227,3 +227,21 @@ def test_cli_score_nproc_hands_the_rater_to_the_launcher(scoring, capsys, monkey
     assert len(read_scores(d/'cli.parquet')) == 90
     assert cli.main(['score', cfg.corpus_dir, '--selector', 'clarity', '--nproc', '2']) == 2   # baselines score in one process
     assert '--nproc scores with the rater' in capsys.readouterr().err
+
+
+def test_torchrun_runs_the_cli_score_command(scoring, monkeypatch, capsys):
+    "`torchrun --nproc_per_node 2 -m alchemist.cli score CORPUS --selector alchemist --rater CKPT`: the same table as one process."
+    import subprocess, sys
+    d, cfg, _, _ = scoring
+    args = ['score', cfg.corpus_dir, '--selector', 'alchemist', '--rater', cfg.rater, 'device=cpu']
+    assert cli.main(args + ['--out', str(d/'cli-one.parquet')]) == 0
+    env = {**os.environ, 'ALCHEMIST_PROGRESS': '0', 'OMP_NUM_THREADS': '1'}
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'alchemist.cli',
+                        *args, '--out', str(d/'cli-two.parquet')], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count('scores: ') == 1 and '2 processes' in r.stdout          # rank 0 alone reports
+    one, two = read_scores(d/'cli-one.parquet'), read_scores(d/'cli-two.parquet')
+    assert two['uid'].tolist() == one['uid'].tolist() and np.array_equal(two['score'].to_numpy(), one['score'].to_numpy())
+    monkeypatch.setenv('WORLD_SIZE', '2')                                            # under torchrun without a rater: a clear error
+    assert cli.main(['score', cfg.corpus_dir, '--selector', 'alchemist', 'device=cpu']) == 2
+    assert 'under torchrun, `alchemist score` scores with an existing rater' in capsys.readouterr().err
