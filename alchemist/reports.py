@@ -53,8 +53,8 @@ def load_results(path: str | Path | None = None) -> dict[str, pd.DataFrame]:
     if not path.exists(): raise FileNotFoundError(f"no results folder {path}: run `alchemist reproduce` first")
     out = {}
     for p in sorted(path.glob('*.csv')):
-        table, _, profile = p.stem.removesuffix('_records').rpartition('_')
-        if table not in TABLES or profile not in PROFILES: continue
+        table = p.stem.removesuffix('_records').rpartition('_')[0]
+        if table not in TABLES: continue
         try: out[p.stem] = with_budget(pd.read_csv(p))
         except Exception as e: raise ValueError(f"cannot read results file {p}: {e}") from e
     return out

@@ -19,5 +19,5 @@ def test_load_results_reads_only_reproduce_tables(tmp_path):
     pd.DataFrame(dict(method=['random'], seed=[0], **{'metrics.fd_effnet': [1.0]})).to_csv(tmp_path/'T1_quick.csv', index=False)
     pd.DataFrame(dict(run_id=['x'], step=[1])).to_csv(tmp_path/'T1_quick_records.csv', index=False)
     pd.DataFrame(dict(mode=['init'], auroc=[0.5])).to_csv(tmp_path/'rater_auroc_quick.csv', index=False)
-    pd.DataFrame(dict(a=[1])).to_csv(tmp_path/'T1_nosuchprofile.csv', index=False)
+    pd.DataFrame(dict(a=[1])).to_csv(tmp_path/'attribution_quick.csv', index=False)
     assert sorted(load_results(tmp_path)) == ['T1_quick', 'T1_quick_records']
