@@ -106,7 +106,7 @@ def _copy_table(path: Path, out: str | None) -> Path:
 def _score_under_torchrun(a) -> None:
     """`torchrun --nproc_per_node N -m alchemist.cli score CORPUS --rater CKPT ...`: every rank scores its chunks (alchemist.scoring),
     rank 0 merges and prints. The rater must exist: N ranks meta-training one rater at once would race (use `--nproc`, which trains it first)."""
-    import torch.distributed as dist
+    import torch.distributed as dist   # deferred with the pipeline: `alchemist --help` answers without torch
     from alchemist.scoring import ScoringConfig, score_corpus   # deferred with the pipeline
     if a.selector != 'alchemist' or not a.rater:
         raise ConfigError("under torchrun, `alchemist score` scores with an existing rater: pass --selector alchemist --rater CKPT "
