@@ -10,15 +10,15 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['FEATURE_KINDS', 'QUERY_IMAGES', 'INDEX_DIR', 'INDEX_JSON', 'EVAL_METHODS', 'CF_METHODS', 'SHARED_ATTRS',
-           'EVAL_QUERY_IMAGES', 'REDRAW_SEED', 'ATTRIBUTION_EVAL_PROFILES', 'AttributionConfig', 'GradSketch',
-           'per_sample_gradients', 'gradient_similarity', 'ap_at_k', 'map_at_k', 'AttributionRanker', 'rank_labels',
-           'fit_ranker', 'predict_influence', 'image_features', 'pair_features', 'attribution_train_config',
-           'score_fastgda', 'IndexConfig', 'check_index_config', 'index_config', 'run_training', 'training_pairs',
-           'read_query_image', 'generate', 'index_key', 'AttributionIndex', 'load_index', 'build_index', 'attribute',
-           'show_attribution', 'AttributionEvalConfig', 'eval_index_config', 'check_attribution_eval',
-           'attribution_eval_config', 'evaluation_queries', 'pair_attributes', 'topk_share', 'mean_se',
-           'time_per_query', 'eval_corpus', 'eval_train_config', 'evaluate_attribution', 'summarise',
-           'summarise_counterfactual', 'reading', 'attribution_report']
+           'EVAL_QUERY_IMAGES', 'REDRAW_SEED', 'ATTRIBUTION_EVAL_PROFILES', 'EVAL_CACHE_FILE', 'AttributionConfig',
+           'GradSketch', 'per_sample_gradients', 'gradient_similarity', 'ap_at_k', 'map_at_k', 'AttributionRanker',
+           'rank_labels', 'fit_ranker', 'predict_influence', 'image_features', 'pair_features',
+           'attribution_train_config', 'score_fastgda', 'IndexConfig', 'check_index_config', 'index_config',
+           'run_training', 'training_pairs', 'read_query_image', 'generate', 'index_key', 'AttributionIndex',
+           'load_index', 'build_index', 'attribute', 'show_attribution', 'AttributionEvalConfig', 'eval_index_config',
+           'check_attribution_eval', 'attribution_eval_config', 'evaluation_queries', 'pair_attributes', 'topk_share',
+           'mean_se', 'time_per_query', 'eval_corpus', 'eval_train_config', 'seed_eval_key', 'evaluate_attribution',
+           'summarise', 'summarise_counterfactual', 'reading', 'attribution_report']
 
 # %% ../nbs/12b_attribution.ipynb #8cb76335
 import numpy as np
@@ -635,7 +635,7 @@ ATTRIBUTION_EVAL_PROFILES = {
                   n_counterfactual=0, seeds=(0,), timing_repeats=3),
     'quick': dict(corpus_n=2000, train_steps=400, n_calibration=48, n_queries=48, n_teacher_items=600, index=dict(sample_steps=20),
                   n_counterfactual=2, cf_k=50, cf_methods=('ranker', 'random'), seeds=(0,)),
-    'paper': dict(query_images='both'),
+    'paper': dict(query_images='both', n_counterfactual=0),   # the counterfactual would add ~2 h a seed here (see above)
 }
 
 def attribution_eval_config(profile: str = 'smoke', **overrides) -> AttributionEvalConfig:
@@ -718,8 +718,30 @@ def _method_rows(preds: dict, truth: np.ndarray, ks, item_attrs: dict, query_att
             rows.append({**r, **costs[m]})
     return rows
 
+EVAL_CACHE_FILE = 'evaluation.json'   # one seed's finished evaluation, in its run folder: a cut-off or split evaluation resumes from it
+
+def seed_eval_key(cfg: AttributionEvalConfig, corpus: Path) -> dict:
+    "The cache key of one seed's evaluation: every config field but the seed list, timing repeats and device, and the corpus."
+    fields = {k: v for k, v in config_to_dict(cfg).items() if k not in ('seeds', 'timing_repeats', 'device', 'work_dir')}
+    return cache_key(corpus=manifest_fingerprint(corpus), config=f"{stable_hash(to_json(fields, indent=None)):016x}")
+
 def _evaluate_seed(cfg: AttributionEvalConfig, corpus: Path, seed: int, work: Path) -> tuple[list, list, dict]:
-    "`(rows, counterfactual rows, record)` of one seed."
+    "`(rows, counterfactual rows, record)` of one seed, from its cache when the same evaluation finished before (seeds can run in separate processes)."
+    log = get_logger('alchemist.attribution')
+    cache, key = work/f'run-s{seed}'/EVAL_CACHE_FILE, seed_eval_key(cfg, corpus)
+    if cache.exists():
+        got = read_json(cache)
+        why = stale_reason(got.get('key'), key)
+        if why is None:
+            log.info(f"attribution evaluation seed {seed}: reused {cache}")
+            return got['rows'], got['counterfactual'], {**got['record'], 'evaluation_cached': True}
+        log.info(f"attribution evaluation seed {seed}: {cache} is stale ({why}); evaluating again")
+    rows, cf_rows, rec = _evaluate_seed_now(cfg, corpus, seed, work)
+    write_json(cache, dict(key=key, rows=rows, counterfactual=cf_rows, record=rec))
+    return rows, cf_rows, {**rec, 'evaluation_cached': False}
+
+def _evaluate_seed_now(cfg: AttributionEvalConfig, corpus: Path, seed: int, work: Path) -> tuple[list, list, dict]:
+    "`(rows, counterfactual rows, record)` of one seed, computed."
     log = get_logger('alchemist.attribution')
     with Timer() as t_seed:
         tcfg = eval_train_config(cfg, corpus, seed, work/f'run-s{seed}')
