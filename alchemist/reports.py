@@ -10,14 +10,15 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['RECORD_COLS', 'METRICS', 'BUDGETS', 'DEFAULT_BUDGET', 'QUALITY_METRICS', 'REFERENCES', 'GAP_CONTEXT', 'GAP_SPREADS',
            'QUALITY', 'MAIN_METRICS', 'FLATTEN_FRAC', 'CLAIM_FIELDS', 'CLAIM_OPTIONAL', 'BANDS', 'DELTA', 'CLAIM_KINDS',
-           'README_BEGIN', 'README_END', 'CLAIMS_NOTE', 'HEADLINE_METRICS', 'results_dir', 'load_results',
-           'with_budget', 'budget_heading', 'param_cols', 'varying', 'metric_cols', 'fmt_mean_std', 'summarize',
-           'mean_std_table', 'gap_share_col', 'gap_keys', 'add_gap_shares', 'oracle_gaps', 'gap_note', 'gap_table',
-           'time_to_quality', 'speedups', 'seed_count', 'bar_figure', 'line_figure', 'budget_sections', 'gap_lines',
-           'main_and_details', 'selection_cost', 'report_table', 'write_reports', 'flattening_step',
-           'records_as_metrics', 'resolution_table', 'flattening_text', 'regime_sections', 'compare', 'claims_path',
-           'claim_metrics', 'load_claims', 'claims', 'claims_md', 'write_headline', 'headline_block',
-           'update_readme_headline']
+           'SEED_SYSTEMS', 'ATTRIBUTION_COSINES', 'SFT_QUALITY', 'SFT_CLAIMS', 'SEED_COLS', 'README_BEGIN',
+           'README_END', 'CLAIMS_NOTE', 'HEADLINE_METRICS', 'results_dir', 'load_results', 'with_budget',
+           'budget_heading', 'param_cols', 'varying', 'metric_cols', 'fmt_mean_std', 'summarize', 'mean_std_table',
+           'gap_share_col', 'gap_keys', 'add_gap_shares', 'oracle_gaps', 'gap_note', 'gap_table', 'time_to_quality',
+           'speedups', 'seed_count', 'bar_figure', 'line_figure', 'budget_sections', 'gap_lines', 'main_and_details',
+           'selection_cost', 'report_table', 'write_reports', 'flattening_step', 'records_as_metrics',
+           'resolution_table', 'flattening_text', 'regime_sections', 'compare', 'claims_path', 'claim_metrics',
+           'load_claims', 'claims', 'claims_md', 'write_headline', 'load_seed_systems', 'attribution_claims',
+           'curator_sft_claims', 'attribution_table', 'seed_systems_lines', 'headline_block', 'update_readme_headline']
 
 # %% ../nbs/15_reports.ipynb #6e7619ea
 import numpy as np
@@ -436,7 +437,7 @@ def write_reports(results_dir: str | Path | None = None, out_dir: str | Path | N
     for prof in sorted({n.split('_')[1] for n in res if n.startswith('T1_') and not n.endswith('_records')}):
         h = write_headline(prof, results_dir, out)
         if h: written.append(h)
-    if out_dir is None and update_readme_headline(res): written.append(repo_root()/'README.md')  # only the real reports feed the README
+    if out_dir is None and update_readme_headline(res, systems=load_seed_systems(results_dir)): written.append(repo_root()/'README.md')  # only the real reports feed the README
     get_logger('alchemist.reports').info(f"{len(written)} report(s) written to {out}")
     return written
 
@@ -713,6 +714,95 @@ def write_headline(profile: str, results_dir: str | Path | None = None, out_dir:
     with atomic_path(p) as tmp: tmp.write_text('\n'.join(lines))
     return p
 
+# %% ../nbs/15_reports.ipynb #53cccf30
+SEED_SYSTEMS = ('attribution', 'curator_sft')   # scripts/attribution_eval.py and scripts/curator_sft.py write results/<system>_<profile>.csv
+ATTRIBUTION_COSINES = ('cosine-image', 'cosine-caption', 'cosine-both')   # the raw-feature baselines the FastGDA ranker must beat
+SFT_QUALITY = (('fd_effnet', 'lower'), ('clip_score', 'higher'), ('attr_acc', 'higher'))   # the curator rows' metric columns
+SFT_CLAIMS = (('curator', 'random'), ('curator', 'heuristic'), ('curator', 'none'), ('oracle', 'random'))   # (a, b): a's set beats b's
+SEED_COLS = ('system', 'scope', 'metric', 'claim', DELTA, 'verdict')
+
+def load_seed_systems(path: str | Path | None = None) -> dict[str, pd.DataFrame]:
+    "The seed systems' per-seed rows, `<system>_<profile>.csv` in `path` (default `reports/results/`), keyed by file stem; {} when there are none."
+    path, out = Path(path or results_dir()), {}
+    for system in SEED_SYSTEMS:
+        for p in sorted(path.glob(f'{system}_*.csv')) if path.exists() else []:
+            try: out[p.stem] = pd.read_csv(p)
+            except Exception as e: raise ValueError(f"cannot read results file {p}: {e}") from e
+    return out
+
+def _seed_row(system: str, scope: str, metric: str, claim: str, a, b, lower_is_better: bool) -> dict:
+    verdict, diff = compare(a, b, lower_is_better)
+    return dict(system=system, scope=scope, metric=metric, claim=claim, **{DELTA: diff}, verdict=verdict)
+
+def attribution_claims(df: pd.DataFrame) -> pd.DataFrame:
+    """Per query kind and k, on the per-seed mAP: the learned ranker beats the best raw-feature cosine (the one with the best mean)
+    and beats chance (one-sided Welch, as `compare`)."""
+    rows = []
+    for (kind, k), d in df.groupby(['query_kind', 'k'], sort=False):
+        per = lambda m: d.loc[d['method'] == m, 'map']
+        if not (d['method'] == 'ranker').any(): continue
+        cos = [m for m in ATTRIBUTION_COSINES if (d['method'] == m).any()]
+        if cos:
+            best = max(cos, key=lambda m: per(m).mean())
+            rows.append(_seed_row('attribution', f'{kind} queries', f'mAP@{k}', f'ranker beats the best raw cosine ({best})', per('ranker'), per(best), False))
+        if (d['method'] == 'chance').any():
+            rows.append(_seed_row('attribution', f'{kind} queries', f'mAP@{k}', 'ranker beats chance', per('ranker'), per('chance'), False))
+    return pd.DataFrame(rows, columns=list(SEED_COLS))
+
+def curator_sft_claims(df: pd.DataFrame) -> pd.DataFrame:
+    """Per corpus and quality metric, on the per-seed values after fine-tuning (`none`: the pretrained model): `SFT_CLAIMS`
+    (the curator's set beats random, the filter cascade alone and no fine-tuning; the oracle's beats random)."""
+    rows = []
+    for corpus, d in df.groupby('corpus', sort=False):
+        for m, better in SFT_QUALITY:
+            if m not in d.columns or d[m].isna().all(): continue   # attribute accuracy: synthetic only
+            for a, b in SFT_CLAIMS:
+                A, B = d.loc[d['method'] == a, m], d.loc[d['method'] == b, m]
+                if not (len(A) and len(B)): continue
+                what = 'the pretrained model' if b == 'none' else f"{b}'s set"
+                rows.append(_seed_row('curator SFT', str(corpus), m, f"fine-tuning on {a}'s set beats {what}", A, B, better == 'lower'))
+    return pd.DataFrame(rows, columns=list(SEED_COLS))
+
+def attribution_table(df: pd.DataFrame, kind: str = 'generated') -> pd.DataFrame:
+    "mAP@k (mean ± std over seeds) per method for one query kind: one row per method, one column per k."
+    d = df[df['query_kind'] == kind]
+    if not len(d): return pd.DataFrame()
+    s = summarize(d, ['method', 'k'], ['map'])
+    s['cell'] = [fmt_mean_std(a, b) for a, b in zip(s['mean'], s['std'])]
+    wide = s.pivot_table(index='method', columns='k', values='cell', aggfunc='first', sort=False)
+    wide.columns = [f'mAP@{k}' for k in wide.columns]
+    wide.insert(0, 'seeds', d.groupby('method', sort=False)['seed'].nunique().reindex(wide.index).values)
+    return wide.reset_index()
+
+def _speed_line(df: pd.DataFrame) -> str:
+    "The ranker's and the teacher's time per query (index only, and with the query's features), from the attribution rows."
+    t = df.groupby('method')[['index_s_per_query', 'prep_s_per_query']].mean()
+    if not {'ranker', 'teacher'} <= set(t.index): return ''
+    r, te = t.loc['ranker'], t.loc['teacher']
+    return (f"Per query (mean over seeds): the ranker {1e3 * r.index_s_per_query:.2f} ms from the index (+{1e3 * r.prep_s_per_query:.2f} ms for "
+            f"the query's features), the teacher {1e3 * (te.index_s_per_query + te.prep_s_per_query):.1f} ms: "
+            f"the ranker is {(te.index_s_per_query + te.prep_s_per_query) / (r.index_s_per_query + r.prep_s_per_query):.0f}x faster, counting its features.")
+
+def seed_systems_lines(systems: dict[str, pd.DataFrame], profile: str) -> list[str]:
+    "The headline's lines for the seed systems measured at `profile`: attribution's mAP table, the curator's SFT table, and their claim checks."
+    att, sft = systems.get(f'attribution_{profile}'), systems.get(f'curator_sft_{profile}')
+    lines, cl = [], []
+    if att is not None and len(att):
+        lines += [f"**FastGDA attribution** (`reports/attribution.md`; mAP against the gradient teacher, generated queries, "
+                  f"{int(att['n_queries'].max())} queries x {int(att['n_items'].max())} training pairs):", '', _md(attribution_table(att)), '',
+                  _speed_line(att), '']
+        cl.append(attribution_claims(att))
+    if sft is not None and len(sft):
+        for corpus, d in sft.groupby('corpus', sort=False):
+            q = [m for m, _ in SFT_QUALITY if m in d.columns and d[m].notna().any()]
+            lines += [f"**Curator as SFT**, {corpus} (`reports/curator_sft.md`; each model after fine-tuning on its method's set, `none` = the pretrained model):",
+                      '', _md(mean_std_table(d, ['method'], ['defect_rate', *q])), '']
+        cl.append(curator_sft_claims(sft))
+    cl = pd.concat(cl, ignore_index=True) if cl else pd.DataFrame()
+    if len(cl): lines += ['Do the seed systems do what their papers claim here? (one-sided Welch on per-seed values at 5%, as above)', '', claims_md(cl), '']
+    return lines
+
+
 # %% ../nbs/15_reports.ipynb #81cb916a
 README_BEGIN, README_END = '<!-- headline:begin (generated by alchemist.reports; do not edit) -->', '<!-- headline:end -->'
 CLAIMS_NOTE = ("One-sided Welch t-test on per-seed values at 5%, per corpus, budget convention and metric: *holds*, *contradicted*, "
@@ -760,15 +850,20 @@ def _profile_block(res: dict[str, pd.DataFrame], prof: str) -> list[str]:
         lines += [f"Do the paper's claims hold here? {CLAIMS_NOTE}", '', claims_md(cl), '']
     return lines
 
-def headline_block(res: dict[str, pd.DataFrame]) -> str | None:
-    "The README's generated headline: per profile that has T1 or T3 results (paper first), the quality table per corpus and budget, and the claim checks."
-    lines = [l for prof in reversed(PROFILES) for l in _profile_block(res, prof)]
+def headline_block(res: dict[str, pd.DataFrame], systems: dict[str, pd.DataFrame] | None = None) -> str | None:
+    """The README's generated headline: per profile (paper first) that has T1 or T3 results, the quality table per corpus and budget and
+    the claim checks; then the seed systems measured at that profile (`systems`, from `load_seed_systems`), with theirs."""
+    lines = []
+    for prof in reversed(PROFILES):
+        main, seed = _profile_block(res, prof), seed_systems_lines(systems or {}, prof)
+        if seed and not main: main = [f"### Profile `{prof}`: {PROFILES[prof].note if prof in PROFILES else ''}", '']
+        lines += main + seed
     return '\n'.join(lines) if lines else None
 
-def update_readme_headline(res: dict[str, pd.DataFrame], readme: str | Path | None = None) -> bool:
+def update_readme_headline(res: dict[str, pd.DataFrame], readme: str | Path | None = None, systems: dict[str, pd.DataFrame] | None = None) -> bool:
     "Replace the text between the headline markers of `readme` (default: the repo's README.md); False if there is nothing to write."
     readme = Path(readme or repo_root()/'README.md')
-    block = headline_block(res)
+    block = headline_block(res, systems)
     if block is None or not readme.exists(): return False
     text = readme.read_text()
     if README_BEGIN not in text or README_END not in text:

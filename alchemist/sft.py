@@ -218,9 +218,10 @@ def evaluate_run(run_dir: Path, corpus_dir: Path, ecfg, device: str) -> dict:
 
 # %% ../nbs/12c_sft.ipynb #f3f9fcb0
 def sft_dir(cfg: SFTConfig) -> Path:
-    "The run folder: `out_dir`, else runs/sft/<corpus>-<hash of the config without device and out_dir>."
+    """The run folder: `out_dir`, else runs/sft/<corpus>-<hash of the config without device, out_dir and seeds>. Seeds share it
+    (each keeps its own `<method>-s<seed>` folders), so seeds run in separate processes and a later run of all seeds reuses them."""
     if cfg.out_dir: return Path(cfg.out_dir)
-    d = {k: v for k, v in config_to_dict(cfg).items() if k not in ('device', 'out_dir')}
+    d = {k: v for k, v in config_to_dict(cfg).items() if k not in ('device', 'out_dir', 'seeds')}
     return runs_dir()/'sft'/f"{Path(cfg.corpus).name}-{_hash(d)}"
 
 def _row(cfg: SFTConfig, method: str, seed: int, n_pool: int, stats: dict, info: dict, before: dict, after: dict, **more) -> dict:

@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
 
     from alchemist.attribution import attribution_eval_config, attribution_report, evaluate_attribution
-    from alchemist.core import atomic_path, write_json
+    from alchemist.core import atomic_path, reports_dir, write_json
     over = parse_set(a.set)
     over.update(device=a.device, **({'seeds': a.seeds} if a.seeds else {}), **({'work_dir': a.work} if a.work else {}))
     cfg = attribution_eval_config(a.profile, **over)          # every field checked before any work
@@ -80,6 +80,9 @@ def main(argv=None) -> dict:
     with atomic_path(p['report']) as tmp: tmp.write_text(text + '\n')
     print(text[text.index('## Reading'):].split('\n## ')[0], flush=True)
     print(f"wrote {p['report']}, {p['rows']}" + (f", {p['counterfactual']}" if len(res['counterfactual']) else '') + f", {p['record']}")
+    if p['report'].parent == reports_dir():   # the real report: the README headline carries its verdicts
+        from alchemist.reports import load_results, load_seed_systems, update_readme_headline
+        if update_readme_headline(load_results(), systems=load_seed_systems()): print('README.md headline updated')
     return dict(paths=p, **res)
 
 

@@ -225,12 +225,12 @@ def test_partial_sweeps_with_only_add_up_in_the_csv(tiny):
 def test_readme_headline_is_generated_from_committed_results():
     "The README's headline block is exactly what `alchemist.reports` makes of reports/results/ (so nobody typed it)."
     from alchemist.core import repo_root
-    from alchemist.reports import README_BEGIN, README_END, headline_block, load_results
+    from alchemist.reports import README_BEGIN, README_END, headline_block, load_results, load_seed_systems
     text = (repo_root()/'README.md').read_text()
     assert README_BEGIN in text and README_END in text, 'README.md lost its headline markers'
     block = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
-    res = load_results() if (repo_root()/'reports'/'results').exists() else {}
-    expected = headline_block(res)
+    has = (repo_root()/'reports'/'results').exists()
+    expected = headline_block(load_results() if has else {}, load_seed_systems() if has else {})
     if expected is None: assert block == '(no Table 1 results collected yet)'
     else: assert block == expected.strip(), 'README headline differs from reports/results/: run `alchemist reproduce` (or write_reports())'
 

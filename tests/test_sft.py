@@ -30,3 +30,18 @@ def test_plan_prints_the_configs_and_runs_nothing(tmp_path):
 def test_unknown_profile_is_refused():
     r = subprocess.run([sys.executable, str(SCRIPT), '--profile', 'huge'], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "invalid choice: 'huge'" in r.stderr
+
+
+def test_seeds_share_a_run_folder_and_corpora_can_be_chosen(tmp_path):
+    "Seeds run in separate processes share one run folder (a run of all seeds reuses theirs); --corpora picks the profile's corpora, others refused."
+    import dataclasses
+    from alchemist.sft import profile_configs, sft_dir
+    c = profile_configs('paper')[0]
+    assert sft_dir(dataclasses.replace(c, seeds=(1,))) == sft_dir(c) != sft_dir(dataclasses.replace(c, sft_steps=301))
+    env = dict(os.environ, ALCHEMIST_RUNS=str(tmp_path/'runs'), ALCHEMIST_DATA=str(tmp_path/'data'), ALCHEMIST_ROOT=str(ROOT))
+    run = lambda *a: subprocess.run([sys.executable, str(SCRIPT), '--profile', 'paper', '--plan', *a], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    r = run('--corpora', 'synthetic', '--seeds', '0')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'synthetic: 1 pretrainings x 1200 steps' in r.stdout and 'web-planted' not in r.stdout
+    r = run('--corpora', 'webplanted')
+    assert r.returncode != 0 and "--corpora webplanted: not a corpus of profile 'paper'" in r.stderr
