@@ -736,7 +736,9 @@ def _evaluate_seed(cfg: AttributionEvalConfig, corpus: Path, seed: int, work: Pa
             log.info(f"attribution evaluation seed {seed}: reused {cache}")
             return got['rows'], got['counterfactual'], {**got['record'], 'evaluation_cached': True}
         log.info(f"attribution evaluation seed {seed}: {cache} is stale ({why}); evaluating again")
+    load0, date = tuple(round(x, 2) for x in os.getloadavg()), time.strftime('%Y-%m-%dT%H:%M:%S%z')
     rows, cf_rows, rec = _evaluate_seed_now(cfg, corpus, seed, work)
+    rec = {**rec, 'date': date, 'load_start': load0, 'load_end': tuple(round(x, 2) for x in os.getloadavg())}   # a seed may run in its own process
     write_json(cache, dict(key=key, rows=rows, counterfactual=cf_rows, record=rec))
     return rows, cf_rows, {**rec, 'evaluation_cached': False}
 
@@ -972,7 +974,9 @@ def attribution_report(result: dict, results_path: str = '') -> str:
          "## Record", "",
          f"- date {rec['date']}, git `{rec['git']}`, command `{rec['command']}`",
          f"- machine {m['platform']} ({m['cpu_count']} cores, {m['torch_threads']} torch threads, torch {m['torch']}, cuda {m['cuda']}); "
-         f"load average {rec['load_start']} at the start, {rec['load_end']} at the end; wall {rec['wall_s']:.0f} s, cpu/wall {rec['cpu_ratio']:.2f}",
+         f"load average {rec['load_start']} at the start, {rec['load_end']} at the end; wall {rec['wall_s']:.0f} s, cpu/wall {rec['cpu_ratio']:.2f}"
+         + ("; every seed's evaluation was read from its cache (its own date, wall time and load are under Per seed)"
+            if rec['seeds'] and all(r.get('evaluation_cached') for r in rec['seeds']) else ''),
          f"- corpus `{rec['corpus_dir']}`; runs under `{rec['work_dir']}`" + (f"; results `{results_path}`" if results_path else ''), "",
          "```json", to_json(rec['config'], indent=None), "```", "",
          "## Reading", "", reading(s, cf, cfg), ""]
@@ -1004,6 +1008,7 @@ def attribution_report(result: dict, results_path: str = '') -> str:
     per = pd.DataFrame([dict(seed=r['seed'], training_pairs=r['n_items'], teacher_pairs=r['n_teacher_items'], calibration_captions=len(r['calibration_uids']),
                              evaluation_captions=len(r['query_uids']), index_heldout_calibration_map=round(r['index']['map_ranker'], 3),
                              index_k=r['index']['map_k'], teacher_items_s=round(r['teacher_items_s'], 1), wall_s=round(r['wall_s'], 1),
-                             cpu_ratio=round(r['cpu_ratio'], 2), run=r['run_dir']) for r in rec['seeds']])
+                             cpu_ratio=round(r['cpu_ratio'], 2), date=r.get('date', 'not recorded'), load_start=r.get('load_start', 'not recorded'),
+                             load_end=r.get('load_end', 'not recorded'), cached=r.get('evaluation_cached', False), run=r['run_dir']) for r in rec['seeds']])
     L += ["## Per seed", "", per.to_markdown(index=False), ""]
     return '\n'.join(L)

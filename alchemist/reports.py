@@ -789,7 +789,7 @@ def seed_systems_lines(systems: dict[str, pd.DataFrame], profile: str) -> list[s
     lines, cl = [], []
     if att is not None and len(att):
         lines += [f"**FastGDA attribution** (`reports/attribution.md`; mAP against the gradient teacher, generated queries, "
-                  f"{int(att['n_queries'].max())} queries x {int(att['n_items'].max())} training pairs):", '', _md(attribution_table(att)), '',
+                  f"{int(att['n_queries'].max())} queries a seed against {int(att['n_items'].max())} training pairs):", '', _md(attribution_table(att)), '',
                   _speed_line(att), '']
         cl.append(attribution_claims(att))
     if sft is not None and len(sft):
