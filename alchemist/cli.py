@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 from . import data, select, synthetic
 from .reproduce import TABLES, reproduce
-from .core import (PROFILES, ConfigError, WriteError, atomic_path, check_profile, config_from_dict, config_help, get_profile,
+from .core import (PROFILES, ConfigError, WriteError, atomic_path, check_profile, config_from_dict, config_help, get_profile, parse_key_values,
                             read_json, runs_dir, to_json, what_to_do)
 
 # %% ../nbs/14_cli.ipynb #2077a36c
@@ -57,14 +57,8 @@ def demo(profile: str = 'smoke', out: str | Path | None = None, pipeline: bool =
 
 # %% ../nbs/14_cli.ipynb #09c92397
 def _kv(pairs: list) -> dict:
-    "Parse `key=value` pairs; values are read as JSON when they parse, else kept as strings."
-    d = {}
-    for p in pairs:
-        if '=' not in p: raise ConfigError(f"expected key=value, got {p!r}")
-        k, v = p.split('=', 1)
-        try: d[k] = json.loads(v)
-        except json.JSONDecodeError: d[k] = v
-    return d
+    "Parse `key=value` pairs (`alchemist.core.parse_key_values`)."
+    return parse_key_values(pairs, 'KEY=VALUE')
 
 def _only(d: dict, keys: tuple, cmd: str) -> dict:
     "`d` if every key applies to `cmd`, else a `ConfigError` listing the keys that do."

@@ -12,10 +12,11 @@ from typing import Any, Iterable
 
 # %% auto #0
 __all__ = ['PROFILES', 'ConfigError', 'check_device', 'check_types', 'config_from_dict', 'config_to_dict', 'drop_neutral',
-           'update_config', 'config_help', 'Profile', 'check_profile', 'get_profile', 'seed_everything', 'get_device',
-           'repo_root', 'data_dir', 'runs_dir', 'reports_dir', 'WriteError', 'what_to_do', 'normal_permissions',
-           'atomic_path', 'to_json', 'write_json', 'read_json', 'stable_hash', 'stable_unit', 'get_logger', 'progress',
-           'Timer', 'code_version', 'cache_key', 'stale_reason', 'git_revision', 'machine_info', 'run_record']
+           'update_config', 'parse_key_values', 'config_help', 'Profile', 'check_profile', 'get_profile',
+           'seed_everything', 'get_device', 'repo_root', 'data_dir', 'runs_dir', 'reports_dir', 'WriteError',
+           'what_to_do', 'normal_permissions', 'atomic_path', 'to_json', 'write_json', 'read_json', 'stable_hash',
+           'stable_unit', 'get_logger', 'progress', 'Timer', 'code_version', 'cache_key', 'stale_reason',
+           'git_revision', 'machine_info', 'run_record']
 
 # %% ../nbs/00_core.ipynb #77427ce5
 import numpy as np
@@ -162,6 +163,18 @@ def update_config(cfg, overrides: dict | None = None, **kw):
             node = node[p]
         node[parts[-1]] = v
     return config_from_dict(type(cfg), d)
+
+# %% ../nbs/00_core.ipynb #b195ef54
+def parse_key_values(pairs: Iterable[str] | None, where: str = 'override') -> dict:
+    "`key=value` strings as a dict (the CLI's and the scripts' overrides); values are read as JSON when they parse, else kept as strings."
+    out = {}
+    for p in pairs or []:
+        if '=' not in p: raise ConfigError(f"{where}: expected key=value, got {p!r}")
+        k, v = p.split('=', 1)
+        try: out[k] = json.loads(v)
+        except json.JSONDecodeError: out[k] = v
+    return out
+
 
 # %% ../nbs/00_core.ipynb #0d4018ab
 def _field_comments(cls) -> tuple[dict, dict]:

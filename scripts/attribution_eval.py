@@ -28,20 +28,8 @@ so a pipeline check never overwrites a result):
 Runs, the corpus and the indexes go under `--work` (default <runs>/attribution_eval/<profile>); a second call reuses them.
 """
 from __future__ import annotations
-import argparse, json, os, sys
+import argparse, os, sys
 from pathlib import Path
-
-
-def parse_set(items: list) -> dict:
-    "key=value overrides of AttributionEvalConfig fields (values as JSON when they parse, else strings)."
-    out = {}
-    for it in items or []:
-        if '=' not in it: raise SystemExit(f"--set expects key=value, got {it!r}")
-        k, v = it.split('=', 1)
-        try: v = json.loads(v)
-        except json.JSONDecodeError: pass
-        out[k] = v
-    return out
 
 
 def paths(profile: str, out: str | None) -> dict:
@@ -65,7 +53,9 @@ def main(argv=None) -> dict:
 
     from alchemist.attribution import attribution_eval_config, attribution_report, evaluate_attribution
     from alchemist.core import atomic_path, reports_dir, write_json
-    over = parse_set(a.set)
+    from alchemist.core import ConfigError, parse_key_values
+    try: over = parse_key_values(a.set, '--set')
+    except ConfigError as e: ap.error(str(e))
     over.update(device=a.device, **({'seeds': a.seeds} if a.seeds else {}), **({'work_dir': a.work} if a.work else {}))
     cfg = attribution_eval_config(a.profile, **over)          # every field checked before any work
     p = paths(a.profile, a.out)

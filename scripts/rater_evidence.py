@@ -116,24 +116,14 @@ def plan(prof: dict, a, runs: Path) -> str:
                       "(one process, torch using both cores; the script runs the grid in sequence)."])
 
 
-def parse_set(items: list) -> dict:
-    "key=value overrides of MetaConfig fields (values as JSON when they parse, else strings); rater.<field> for RaterConfig."
-    out = {}
-    for it in items or []:
-        if '=' not in it: raise SystemExit(f"--set expects key=value, got {it!r}")
-        k, v = it.split('=', 1)
-        try: v = json.loads(v)
-        except json.JSONDecodeError: pass
-        out[k] = v
-    return out
-
-
 def meta_config(prof: dict, variant: str, inputs: str, seed: int, corpus: Path, a, out: Path):
     from alchemist.bilevel import LEARNING, MetaConfig
     from alchemist.core import config_from_dict
     from alchemist.rater import rater_inputs
     meta = dict(prof['meta']); learning = meta.pop('learning', False)
-    over = parse_set(a.set)
+    from alchemist.core import ConfigError, parse_key_values
+    try: over = parse_key_values(a.set, '--set')
+    except ConfigError as e: raise SystemExit(str(e))
     rater = dict(prof.get('rater', {}), **{k[6:]: v for k, v in over.items() if k.startswith('rater.')}, **rater_inputs(inputs))
     var = VARIANTS[variant] or dict(mode='penalty')
     d = {**(LEARNING if learning else {}), **meta, **var, **{k: v for k, v in over.items() if not k.startswith('rater.')},
