@@ -718,7 +718,7 @@ def write_headline(profile: str, results_dir: str | Path | None = None, out_dir:
 SEED_SYSTEMS = ('attribution', 'curator_sft')   # scripts/attribution_eval.py and scripts/curator_sft.py write results/<system>_<profile>.csv
 ATTRIBUTION_COSINES = ('cosine-image', 'cosine-caption', 'cosine-both')   # the raw-feature baselines the FastGDA ranker must beat
 SFT_QUALITY = (('fd_effnet', 'lower'), ('clip_score', 'higher'), ('attr_acc', 'higher'))   # the curator rows' metric columns
-SFT_CLAIMS = (('curator', 'random'), ('curator', 'heuristic'), ('curator', 'none'), ('oracle', 'random'))   # (a, b): a's set beats b's
+SFT_CLAIMS = (('curator', 'random'), ('curator', 'heuristic'), ('curator', 'none'), ('curator_only', 'random'), ('oracle', 'random'))   # (a, b): a's set beats b's; rows only where both ran
 SEED_COLS = ('system', 'scope', 'metric', 'claim', DELTA, 'verdict')
 
 def load_seed_systems(path: str | Path | None = None) -> dict[str, pd.DataFrame]:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SFT_METHODS', 'HEURISTICS', 'METRICS', 'SFT_PROFILES', 'SFTConfig', 'experiment_config', 'heuristic_table',
-           'cascade_sizes', 'cascade', 'sft_set', 'curator_config', 'curator_scorer', 'pretrain_config',
-           'finetune_config', 'pretrain', 'evaluate_run', 'sft_dir', 'run', 'summary_table', 'bounds_lines',
-           'report_markdown', 'write_report', 'profile_configs']
+__all__ = ['SFT_METHODS', 'DEFAULT_SFT_METHODS', 'HEURISTICS', 'METRICS', 'SFT_PROFILES', 'SFTConfig', 'experiment_config',
+           'heuristic_table', 'cascade_sizes', 'cascade', 'sft_set', 'curator_config', 'curator_scorer',
+           'pretrain_config', 'finetune_config', 'pretrain', 'evaluate_run', 'sft_dir', 'run', 'summary_table',
+           'bounds_lines', 'report_markdown', 'write_report', 'profile_configs']
 
 # %% ../nbs/12c_sft.ipynb #995eb3df
 import numpy as np
@@ -33,7 +33,8 @@ from .t2i import T2IConfig
 from .train import TrainConfig, load_trained, train, train_identity
 
 # %% ../nbs/12c_sft.ipynb #176158f4
-SFT_METHODS = ('none', 'random', 'heuristic', 'curator', 'oracle')
+SFT_METHODS = ('none', 'random', 'heuristic', 'curator', 'curator_only', 'oracle')   # curator_only: the curator's score over the whole pool, no cascade
+DEFAULT_SFT_METHODS = ('none', 'random', 'heuristic', 'curator', 'oracle')   # the profiles' (curator_only is an ablation: methods=[..., 'curator_only'])
 HEURISTICS = ('clarity', 'frequency', 'edge_density')   # the cascade's filters (alchemist.baselines), in their order
 METRICS = ('fd_effnet', 'clip_score', 'attr_acc')       # FD-EffNet (lower is better), CLIP-like score, attribute accuracy (higher)
 
@@ -55,7 +56,7 @@ class SFTConfig:
     sft_fraction: float = 0.05     # size of every fine-tuning set, as a share of the pool (the same for every method)
     sft_steps: int = 300           # fine-tuning steps from the pretrained weights (the same for every method)
     sft_lr: float = 2e-4           # fine-tuning peak learning rate: a fifth of pretraining's (our choice, not tuned)
-    methods: tuple = SFT_METHODS   # which fine-tuning sets (the table above)
+    methods: tuple = DEFAULT_SFT_METHODS   # which fine-tuning sets (the table above; any of SFT_METHODS)
     cascade_keep: float = 0.25     # 'curator': share of the pool the filter cascade keeps before the curator ranks it (1 = the curator alone)
     heuristics: tuple = HEURISTICS # the cascade's filters, in order; each keeps the top of its score among the survivors
     curator_timesteps: tuple = (300, 500, 700)  # diffusion timesteps the curator reads cross-attention at (CuratorConfig.timesteps)
@@ -129,28 +130,31 @@ def cascade(table: pd.DataFrame, n_keep: int, filters=HEURISTICS) -> list[str]:
     return table.uid.iloc[idx].astype(str).tolist()
 
 # %% ../nbs/12c_sft.ipynb #5400e1c4
+def _curator_top(survivors: list, n: int, curator_score, method: str) -> tuple[list, dict]:
+    "The `n` of `survivors` the curator scores highest (in survivor order), and what was read."
+    if curator_score is None: raise ValueError(f"method {method!r} needs curator_score(uids) -> scores")
+    s = np.asarray(curator_score(survivors), dtype=float)
+    if s.shape != (len(survivors),) or not np.isfinite(s).all(): raise ValueError(f"curator scores: expected {len(survivors)} finite values, got shape {s.shape}")
+    top = np.sort(np.argsort(-s, kind='stable')[:n])
+    return [survivors[i] for i in top], dict(budget_n=n, n_cascade=len(survivors), curator_score_mean=float(s[top].mean()),
+                                             curator_score_cascade_mean=float(s.mean()))
+
 def sft_set(method: str, pool: pd.DataFrame, fraction: float, seed: int, heur: pd.DataFrame | None = None, filters=HEURISTICS,
             cascade_keep: float = 0.25, curator_score=None) -> tuple[list, dict]:
     """`(uids, info)` of `method`'s fine-tuning set from `pool` (manifest rows: uid, defect): `budget_for(len(pool), fraction)` pairs.
     `heur`: the filters' table of the pool (`heuristic_table`, pool order) for 'heuristic' and 'curator'; `curator_score(uids) -> scores`
-    for 'curator'."""
+    for 'curator' and 'curator_only' (which ranks the whole pool: the diffusion-guided score without the filters in front)."""
     n = budget_for(len(pool), fraction)
     if method == 'none': return [], dict(budget_n=n)
     if method == 'random': return select('random', pd.DataFrame(dict(uid=pool.uid.astype(str), score=0.0)), fraction, seed), dict(budget_n=n)
     if method == 'oracle':
         uids, info = calibration_subset(pool, 'oracle', fraction, seed)
         return uids, info
+    if method == 'curator_only': return _curator_top(pool.uid.astype(str).tolist(), n, curator_score, method)
     if heur is None: raise ValueError(f"method {method!r} needs the filters' table of the pool (heuristic_table)")
     if list(heur.uid.astype(str)) != list(pool.uid.astype(str)): raise ValueError("the filters' table is not in pool order")
     if method == 'heuristic': return cascade(heur, n, filters), dict(budget_n=n)
-    if method == 'curator':
-        if curator_score is None: raise ValueError("method 'curator' needs curator_score(uids) -> scores")
-        survivors = cascade(heur, budget_for(len(pool), cascade_keep), filters)
-        s = np.asarray(curator_score(survivors), dtype=float)
-        if s.shape != (len(survivors),) or not np.isfinite(s).all(): raise ValueError(f"curator scores: expected {len(survivors)} finite values, got shape {s.shape}")
-        top = np.sort(np.argsort(-s, kind='stable')[:n])
-        return [survivors[i] for i in top], dict(budget_n=n, n_cascade=len(survivors), curator_score_mean=float(s[top].mean()),
-                                                 curator_score_cascade_mean=float(s.mean()))
+    if method == 'curator': return _curator_top(cascade(heur, budget_for(len(pool), cascade_keep), filters), n, curator_score, method)
     raise ConfigError(f"unknown SFT method {method!r}; choose among {SFT_METHODS}")
 
 # %% ../nbs/12c_sft.ipynb #f85568eb
@@ -266,7 +270,7 @@ def run(cfg: SFTConfig | dict) -> dict:
                     rows.append(_row(cfg, method, seed, len(pool), {}, {}, before, before, pretrained=str(pre))); bar.update(1); continue
                 with Timer() as ts:
                     uids, info = sft_set(method, pool, cfg.sft_fraction, seed, heur, cfg.heuristics, cfg.cascade_keep,
-                                         curator_scorer(cfg, corpus_dir, pre, seed) if method == 'curator' else None)
+                                         curator_scorer(cfg, corpus_dir, pre, seed) if method.startswith('curator') else None)
                 mdir = out/f'{method}-s{seed}'
                 tc = finetune_config(cfg, corpus_dir, pre, mdir/'subset.json', seed, mdir/'train')
                 _claim(mdir, cache_key(corpus=fp, config=_hash(dict(uids=sorted(uids), pretrained=read_json(pre/'cache_key.json'), train=_what(tc)))))
@@ -320,7 +324,8 @@ def bounds_lines(rows: pd.DataFrame) -> list[str]:
         d = {m: pd.to_numeric(rows[rows.method == m][f'd_{k}'], errors='coerce').mean() for m in SFT_METHODS[1:] if m in set(rows.method)}
         if any(math.isnan(d[m]) for m in ('random', 'curator', 'oracle')): continue
         gap = d['oracle'] - d['random']
-        share = f"{100 * (d['curator'] - d['random']) / gap:.0f}% of the way from random to oracle" if abs(gap) > 1e-12 else 'beside random and oracle, which tie'
+        alone = f" (alone, without the cascade: {100 * (d['curator_only'] - d['random']) / gap:.0f}%)" if not math.isnan(d.get('curator_only', math.nan)) and abs(gap) > 1e-12 else ''
+        share = f"{100 * (d['curator'] - d['random']) / gap:.0f}%{alone} of the way from random to oracle" if abs(gap) > 1e-12 else 'beside random and oracle, which tie'
         out.append(f"- Δ {_LABEL[k]}: " + ', '.join(f"{m} {v:+.{_DIGITS[k]}f}" for m, v in d.items()) + f": the curator is {share}.")
     return out
 
@@ -345,7 +350,8 @@ def report_markdown(results: list[dict]) -> str:
          f"(`TrainConfig.init_from`, a fresh AdamW) for {c0['sft_steps']} steps at lr {c0['sft_lr']:g}.",
          f"- Methods: `none` (the pretrained model), `random` (uniform from the pool), `heuristic` (the filter cascade "
          f"{' → '.join(c0['heuristics'])} alone, run down to the set size), `curator` (the cascade keeps {c0['cascade_keep']:.0%} of the pool, "
-         "the curator's score ranks the survivors, the top set-size is kept), `oracle` (clean pairs by ground truth: the upper bound).",
+         "the curator's score ranks the survivors, the top set-size is kept), `curator_only` (the curator's score ranks the whole pool, no "
+         "filters in front: is the diffusion-guided score itself any good?), `oracle` (clean pairs by ground truth: the upper bound).",
          f"- Judges (`alchemist.evaluate`, the same prompts and sampler noise for every model, so deltas are paired per seed): FD-EffNet "
          "(non-standard FID on EfficientNet-Lite0 features; lower is better), the CLIP-like score and the oracle's attribute accuracy "
          "(synthetic corpus only; higher is better). Δ = after - before, per seed; tables show mean ± std over seeds.", '',

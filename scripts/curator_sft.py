@@ -2,7 +2,7 @@
 """The Yandex-style curator as an SFT pipeline, measured as its paper does (issue 19 item 3; `alchemist.sft`, nbs/12c_sft.ipynb).
 
 Usage:
-    .venv/bin/python scripts/curator_sft.py --profile smoke|quick|paper [--out DIR] [--device cpu] [--seeds 0 1] [--corpora synthetic] [--plan]
+    .venv/bin/python scripts/curator_sft.py --profile smoke|quick|paper [--out DIR] [--device cpu] [--seeds 0 1] [--corpora synthetic] [--methods ...] [--plan]
 
 For each corpus of the profile: pretrain a small T2I model on the whole noisy pool (once per seed, cached under
 runs/sft/pretrain/), choose a fine-tuning set of the same size with each method (none, random, the filter cascade
@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument('--device', default=None, help="torch device ('cpu', 'cuda', 'auto'); default: the profile's (auto)")
     ap.add_argument('--seeds', type=int, nargs='+', help="run seeds instead of the profile's (seeds can run in separate processes: a later run of all reuses them)")
     ap.add_argument('--corpora', nargs='+', help="run these of the profile's corpora only (e.g. synthetic)")
+    ap.add_argument('--methods', nargs='+', help="fine-tuning sets instead of the profile's (alchemist.sft.SFT_METHODS; e.g. none random curator_only oracle)")
     ap.add_argument('--plan', action='store_true', help='print the configs and what they train; run nothing')
     a = ap.parse_args(argv)
     from alchemist.core import atomic_path, reports_dir, runs_dir
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     if bad: ap.error(f"--corpora {' '.join(bad)}: not a corpus of profile {a.profile!r} (its corpora: {', '.join(SFT_PROFILES[a.profile]['corpora'])})")
     import pandas as pd
     over = {k: v for k, v in dict(device=a.device, seeds=tuple(a.seeds) if a.seeds else None,
-                                  corpora=tuple(a.corpora) if a.corpora else None).items() if v is not None}
+                                  corpora=tuple(a.corpora) if a.corpora else None, methods=tuple(a.methods) if a.methods else None).items() if v is not None}
     cfgs = profile_configs(a.profile, **over)                  # every config checked before anything runs
     if a.plan: print(plan(cfgs)); return 0
     if a.out: report, results = Path(a.out)/'curator_sft.md', Path(a.out)/'curator_sft.csv'
