@@ -18,7 +18,8 @@ __all__ = ['RECORD_COLS', 'METRICS', 'BUDGETS', 'DEFAULT_BUDGET', 'QUALITY_METRI
            'selection_cost', 'report_table', 'write_reports', 'flattening_step', 'records_as_metrics',
            'resolution_table', 'flattening_text', 'regime_sections', 'compare', 'claims_path', 'claim_metrics',
            'load_claims', 'claims', 'claims_md', 'write_headline', 'load_seed_systems', 'attribution_claims',
-           'curator_sft_claims', 'attribution_table', 'seed_systems_lines', 'headline_block', 'update_readme_headline']
+           'curator_sft_claims', 'attribution_table', 'seed_systems_lines', 'headline_block', 'update_readme_headline',
+           'refresh_readme_headline']
 
 # %% ../nbs/15_reports.ipynb #6e7619ea
 import numpy as np
@@ -871,3 +872,7 @@ def update_readme_headline(res: dict[str, pd.DataFrame], readme: str | Path | No
     head, rest = text.split(README_BEGIN, 1); _, tail = rest.split(README_END, 1)
     with atomic_path(readme) as tmp: tmp.write_text(f"{head}{README_BEGIN}\n{block}\n{README_END}{tail}")
     return True
+
+def refresh_readme_headline() -> bool:
+    "Rewrite the README headline from everything in `reports/results/` (the tables and the seed systems): what the scripts call after a real report."
+    return update_readme_headline(load_results(), systems=load_seed_systems())

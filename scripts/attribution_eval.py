@@ -15,7 +15,7 @@ All of it is `alchemist.attribution.evaluate_attribution(attribution_eval_config
 Profiles (`alchemist.attribution.ATTRIBUTION_EVAL_PROFILES`): `smoke` checks the pipeline in seconds; `quick` is a first
 look, estimated at about ten minutes on a quiet 2-core CPU (one seed, a 2,000-pair corpus, UNet s trained 400 steps, 48
 queries, 2 counterfactual queries); `paper` is the full evaluation without the counterfactual check (6,000 pairs, 1,200
-steps, 3 seeds, 64 queries drawn and real): 36 min a seed on one core here (the counterfactual would add ~2 h a seed;
+steps, 3 seeds, 64 queries drawn and real): 22-36 min a seed on one core here (the counterfactual would add ~2 h a seed;
 `--set n_counterfactual=8` asks for it). Each seed's finished evaluation is kept in its run folder, so seeds can run in
 separate processes (`--seeds 1`, `--seeds 2`) and a last call with every seed assembles the report in seconds.
 
@@ -52,8 +52,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
 
     from alchemist.attribution import attribution_eval_config, attribution_report, evaluate_attribution
-    from alchemist.core import atomic_path, reports_dir, write_json
-    from alchemist.core import ConfigError, parse_key_values
+    from alchemist.core import ConfigError, atomic_path, parse_key_values, reports_dir, write_json
     try: over = parse_key_values(a.set, '--set')
     except ConfigError as e: ap.error(str(e))
     over.update(device=a.device, **({'seeds': a.seeds} if a.seeds else {}), **({'work_dir': a.work} if a.work else {}))
@@ -71,8 +70,8 @@ def main(argv=None) -> dict:
     print(text[text.index('## Reading'):].split('\n## ')[0], flush=True)
     print(f"wrote {p['report']}, {p['rows']}" + (f", {p['counterfactual']}" if len(res['counterfactual']) else '') + f", {p['record']}")
     if p['report'].parent == reports_dir():   # the real report: the README headline carries its verdicts
-        from alchemist.reports import load_results, load_seed_systems, update_readme_headline
-        if update_readme_headline(load_results(), systems=load_seed_systems()): print('README.md headline updated')
+        from alchemist.reports import refresh_readme_headline
+        if refresh_readme_headline(): print('README.md headline updated')
     return dict(paths=p, **res)
 
 

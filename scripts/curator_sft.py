@@ -76,8 +76,8 @@ def main(argv=None) -> int:
     write_report(out, report)
     print(f"report: {report}\nrows: {results}")
     if not a.out and a.profile != 'smoke':   # the real report: the README headline carries its verdicts
-        from alchemist.reports import load_results, load_seed_systems, update_readme_headline
-        if update_readme_headline(load_results(), systems=load_seed_systems()): print('README.md headline updated')
+        from alchemist.reports import refresh_readme_headline
+        if refresh_readme_headline(): print('README.md headline updated')
     return 0
 
 
