@@ -12,7 +12,8 @@ from pathlib import Path
 __all__ = ['SFT_METHODS', 'DEFAULT_SFT_METHODS', 'HEURISTICS', 'METRICS', 'SFT_PROFILES', 'SFTConfig', 'experiment_config',
            'heuristic_table', 'cascade_sizes', 'cascade', 'sft_set', 'curator_config', 'curator_scorer',
            'pretrain_config', 'finetune_config', 'pretrain', 'evaluate_run', 'sft_dir', 'run', 'summary_table',
-           'bounds_lines', 'report_markdown', 'write_report', 'profile_configs']
+           'bounds_lines', 'report_markdown', 'write_report', 'saved_key', 'records_path', 'save_results',
+           'restore_result', 'profile_configs']
 
 # %% ../nbs/12c_sft.ipynb #995eb3df
 import numpy as np
@@ -222,10 +223,11 @@ def evaluate_run(run_dir: Path, corpus_dir: Path, ecfg, device: str) -> dict:
 
 # %% ../nbs/12c_sft.ipynb #f3f9fcb0
 def sft_dir(cfg: SFTConfig) -> Path:
-    """The run folder: `out_dir`, else runs/sft/<corpus>-<hash of the config without device, out_dir and seeds>. Seeds share it
-    (each keeps its own `<method>-s<seed>` folders), so seeds run in separate processes and a later run of all seeds reuses them."""
+    """The run folder: `out_dir`, else runs/sft/<corpus>-<hash of the config without device, out_dir, seeds and methods>. Seeds and methods
+    share it (each keeps its own `<method>-s<seed>` folder with its own cache key), so seeds run in separate processes, a later run of
+    all seeds reuses them, and an ablation method (e.g. `curator_only`) adds its folders beside the others'."""
     if cfg.out_dir: return Path(cfg.out_dir)
-    d = {k: v for k, v in config_to_dict(cfg).items() if k not in ('device', 'out_dir', 'seeds')}
+    d = {k: v for k, v in config_to_dict(cfg).items() if k not in ('device', 'out_dir', 'seeds', 'methods')}
     return runs_dir()/'sft'/f"{Path(cfg.corpus).name}-{_hash(d)}"
 
 def _row(cfg: SFTConfig, method: str, seed: int, n_pool: int, stats: dict, info: dict, before: dict, after: dict, **more) -> dict:
@@ -385,7 +387,10 @@ def report_markdown(results: list[dict]) -> str:
         L += [f"Record: {r['date']}, git `{r['git']}`, {r['machine']['platform']} ({r['machine']['cpu_count']} cores, torch threads "
               f"{r['machine']['torch_threads']}, CUDA {r['machine']['cuda']}), load average {r['load_start']} at start and {r['load_end']} at the end, "
               f"wall {r['wall_s']:.0f} s, cpu/wall {r['cpu_ratio']}; command `{r['command']}`. Rows: `{Path(res['csv']).name}` beside the run "
-              f"(`{res['csv']}`).", '', '```json', json.dumps(c, indent=None), '```', '']
+              f"(`{res['csv']}`).", '']
+        if r.get('note'): L += [f"Note on the record: {r['note']}", '']
+        if res.get('restored'): L += [f"These rows were restored from `{Path(res['restored']).name}` (saved by an earlier run of the same config), not re-trained.", '']
+        L += ['```json', json.dumps(c, indent=None), '```', '']
     return '\n'.join(L)
 
 def write_report(results: list[dict], path: str | Path) -> Path:
@@ -393,6 +398,37 @@ def write_report(results: list[dict], path: str | Path) -> Path:
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp: Path(tmp).write_text(report_markdown(results))
     return path
+
+# %% ../nbs/12c_sft.ipynb #2eab8967
+def saved_key(cfg: SFTConfig | dict) -> str:
+    "What must match for saved rows to stand for `cfg`: the config without seeds, methods, device and output folder."
+    d = config_to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    return _hash({k: v for k, v in d.items() if k not in ('device', 'out_dir', 'seeds', 'methods')})
+
+def records_path(csv: str | Path) -> Path: return Path(csv).with_name(Path(csv).stem + '_records.json')
+
+def save_results(results: list[dict], csv: str | Path) -> Path:
+    "Write the rows of `results` (dicts from `run` or `restore_result`) to `csv` and their configs and records beside it."
+    csv = Path(csv); csv.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(csv) as tmp: pd.concat([r['rows'] for r in results]).to_csv(tmp, index=False)
+    recs = [dict(corpus=r['config']['corpus'], key=saved_key(r['config']), config=r['config'], record=r['record'],
+                 corpus_dir=r['corpus_dir'], csv=r['csv']) for r in results]
+    with atomic_path(records_path(csv)) as tmp: Path(tmp).write_text(json.dumps(recs, indent=1, default=str) + '\n')
+    return csv
+
+def restore_result(cfg: SFTConfig, csv: str | Path, need: bool = True) -> dict | None:
+    """The saved result of `cfg.corpus` in `csv` (and its records file) when it was run with `saved_key(cfg)`; with `need`, also
+    only when it holds every requested seed x method (its rows are returned as saved, other seeds and methods included)."""
+    csv = Path(csv); rp = records_path(csv)
+    if not (csv.exists() and rp.exists()): return None
+    try: recs, rows = json.loads(rp.read_text()), pd.read_csv(csv)
+    except (ValueError, OSError) as e: raise ConfigError(f"{rp} or {csv}: unreadable saved results ({e}); delete them to re-run") from e
+    rec = next((r for r in recs if r.get('corpus') == cfg.corpus and r.get('key') == saved_key(cfg)), None)
+    if rec is None: return None
+    rows = rows[rows.corpus == cfg.corpus].reset_index(drop=True)
+    have = set(zip(rows.seed.astype(int), rows.method))
+    if need and not {(s, m) for s in cfg.seeds for m in cfg.methods} <= have: return None
+    return dict(rows=rows, csv=rec['csv'], record=rec['record'], corpus_dir=rec['corpus_dir'], config=rec['config'], restored=str(csv))
 
 # %% ../nbs/12c_sft.ipynb #15d983b7
 SFT_PROFILES = {

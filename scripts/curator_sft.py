@@ -20,6 +20,11 @@ Writes the report (`reports/curator_sft.md` for paper, `reports/curator_sft_<pro
 with --out) and every corpus's rows (`reports/results/curator_sft_<profile>.csv`; `DIR/curator_sft.csv` with --out);
 each corpus's run folder (runs/sft/<corpus>-<hash>/) also keeps its own rows, report and run record (`run.json`).
 `--plan` prints the configs and what they train, and runs nothing.
+
+Saved rows stand for a run: the rows file keeps every corpus's config and run record beside it (`<rows>_records.json`), so a
+corpus already measured with the same config (seeds and methods aside) is restored from it, not re-trained; `--corpora X`
+runs X and keeps the profile's other corpora in the report from their saved rows; `--recompute` runs every corpus (each run
+still resumes from its run folder).
 """
 from __future__ import annotations
 import argparse, json, sys
@@ -51,13 +56,13 @@ def main(argv=None) -> int:
     ap.add_argument('--seeds', type=int, nargs='+', help="run seeds instead of the profile's (seeds can run in separate processes: a later run of all reuses them)")
     ap.add_argument('--corpora', nargs='+', help="run these of the profile's corpora only (e.g. synthetic)")
     ap.add_argument('--methods', nargs='+', help="fine-tuning sets instead of the profile's (alchemist.sft.SFT_METHODS; e.g. none random curator_only oracle)")
+    ap.add_argument('--recompute', action='store_true', help="run every corpus, even one whose saved rows match its config")
     ap.add_argument('--plan', action='store_true', help='print the configs and what they train; run nothing')
     a = ap.parse_args(argv)
-    from alchemist.core import atomic_path, reports_dir, runs_dir
-    from alchemist.sft import SFT_PROFILES, profile_configs, run, write_report
+    from alchemist.core import reports_dir, runs_dir
+    from alchemist.sft import SFT_PROFILES, profile_configs, restore_result, run, save_results, write_report
     bad = sorted(set(a.corpora or ()) - set(SFT_PROFILES[a.profile]['corpora']))
     if bad: ap.error(f"--corpora {' '.join(bad)}: not a corpus of profile {a.profile!r} (its corpora: {', '.join(SFT_PROFILES[a.profile]['corpora'])})")
-    import pandas as pd
     over = {k: v for k, v in dict(device=a.device, seeds=tuple(a.seeds) if a.seeds else None,
                                   corpora=tuple(a.corpora) if a.corpora else None, methods=tuple(a.methods) if a.methods else None).items() if v is not None}
     cfgs = profile_configs(a.profile, **over)                  # every config checked before anything runs
@@ -68,11 +73,16 @@ def main(argv=None) -> int:
         report = reports_dir()/('curator_sft.md' if a.profile == 'paper' else f'curator_sft_{a.profile}.md')
         results = reports_dir()/'results'/f'curator_sft_{a.profile}.csv'
     out = []
-    for c in cfgs:
+    for c in profile_configs(a.profile, **{k: v for k, v in over.items() if k != 'corpora'}) if a.corpora and not a.out else cfgs:
+        chosen = not a.corpora or c.corpus in a.corpora
+        saved = None if a.recompute or (chosen and a.corpora) else restore_result(c, results, need=chosen)
+        if saved is not None:
+            print(f"# curator_sft {a.profile}: {c.corpus} restored from {results} (measured {saved['record'].get('date', '?')})", flush=True)
+            out.append(saved); continue
+        if not chosen: print(f"# curator_sft {a.profile}: {c.corpus} has no saved rows in {results}: left out of the report", flush=True); continue
         print(f"# curator_sft {a.profile}: {c.corpus}", flush=True)
         out.append(run(c))
-    results.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(results) as tmp: pd.concat([r['rows'] for r in out]).to_csv(tmp, index=False)
+    save_results(out, results)
     write_report(out, report)
     print(f"report: {report}\nrows: {results}")
     if not a.out and a.profile != 'smoke':   # the real report: the README headline carries its verdicts

@@ -38,6 +38,7 @@ def test_seeds_share_a_run_folder_and_corpora_can_be_chosen(tmp_path):
     from alchemist.sft import profile_configs, sft_dir
     c = profile_configs('paper')[0]
     assert sft_dir(dataclasses.replace(c, seeds=(1,))) == sft_dir(c) != sft_dir(dataclasses.replace(c, sft_steps=301))
+    assert sft_dir(dataclasses.replace(c, methods=('none', 'curator_only'))) == sft_dir(c)   # an ablation method adds folders beside the others'
     env = dict(os.environ, ALCHEMIST_RUNS=str(tmp_path/'runs'), ALCHEMIST_DATA=str(tmp_path/'data'), ALCHEMIST_ROOT=str(ROOT))
     run = lambda *a: subprocess.run([sys.executable, str(SCRIPT), '--profile', 'paper', '--plan', *a], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     r = run('--corpora', 'synthetic', '--seeds', '0')
@@ -45,3 +46,24 @@ def test_seeds_share_a_run_folder_and_corpora_can_be_chosen(tmp_path):
     assert 'synthetic: 1 pretrainings x 1200 steps' in r.stdout and 'web-planted' not in r.stdout
     r = run('--corpora', 'webplanted')
     assert r.returncode != 0 and "--corpora webplanted: not a corpus of profile 'paper'" in r.stderr
+
+
+def test_saved_rows_make_the_report_without_training(tmp_path):
+    "A corpus whose saved rows match its config is restored, not re-trained: the report of both paper corpora from saved rows alone."
+    import json, shutil
+    import pandas as pd
+    from alchemist.sft import profile_configs, records_path, saved_key
+    src = ROOT/'reports'/'results'/'curator_sft_paper.csv'
+    syn = pd.read_csv(src); recs = json.loads(records_path(src).read_text())
+    web_cfg = {**recs[0]['config'], 'corpus': 'web-planted'}
+    assert recs[0]['key'] == saved_key(profile_configs('paper')[0]) and saved_key(web_cfg) == saved_key(profile_configs('paper')[1])
+    pd.concat([syn, syn.assign(corpus='web-planted')]).to_csv(tmp_path/'curator_sft.csv', index=False)
+    records_path(tmp_path/'curator_sft.csv').write_text(json.dumps(recs + [{**recs[0], 'corpus': 'web-planted', 'config': web_cfg, 'key': saved_key(web_cfg)}]))
+    env = dict(os.environ, ALCHEMIST_RUNS=str(tmp_path/'runs'), ALCHEMIST_DATA=str(tmp_path/'data'), ALCHEMIST_ROOT=str(ROOT))
+    r = subprocess.run([sys.executable, str(SCRIPT), '--profile', 'paper', '--out', str(tmp_path)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count('restored from') == 2 and not (tmp_path/'data').exists()
+    md = (tmp_path/'curator_sft.md').read_text()
+    assert '## Results: synthetic' in md and '## Results: web-planted' in md and md.count('restored from `curator_sft.csv`') == 2
+    back = pd.read_csv(tmp_path/'curator_sft.csv')
+    assert len(back) == 2 * len(syn) and json.loads(records_path(tmp_path/'curator_sft.csv').read_text())[0]['record'] == recs[0]['record']
