@@ -13,7 +13,7 @@ __all__ = ['SFT_METHODS', 'DEFAULT_SFT_METHODS', 'HEURISTICS', 'METRICS', 'SFT_P
            'heuristic_table', 'cascade_sizes', 'cascade', 'sft_set', 'curator_config', 'curator_scorer',
            'pretrain_config', 'finetune_config', 'pretrain', 'evaluate_run', 'sft_dir', 'run', 'summary_table',
            'bounds_lines', 'report_markdown', 'write_report', 'saved_key', 'records_path', 'save_results',
-           'restore_result', 'profile_configs']
+           'restore_result', 'missing_seeds', 'merge_results', 'profile_configs']
 
 # %% ../nbs/12c_sft.ipynb #995eb3df
 import numpy as np
@@ -389,6 +389,9 @@ def report_markdown(results: list[dict]) -> str:
               f"wall {r['wall_s']:.0f} s, cpu/wall {r['cpu_ratio']}; command `{r['command']}`. Rows: `{Path(res['csv']).name}` beside the run "
               f"(`{res['csv']}`).", '']
         if r.get('note'): L += [f"Note on the record: {r['note']}", '']
+        for e in r.get('earlier', []):   # rows of seeds measured by an earlier session, kept beside this run's
+            L += [f"Seeds {tuple(e.get('seeds', ()))} were measured earlier: {e.get('date', '?')}, git `{e.get('git', '?')}`, load average "
+                  f"{e.get('load_start', '?')} at start and {e.get('load_end', '?')} at the end, wall {e.get('wall_s', '?')} s, cpu/wall {e.get('cpu_ratio', '?')}.", '']
         if res.get('restored'): L += [f"These rows were restored from `{Path(res['restored']).name}` (saved by an earlier run of the same config), not re-trained.", '']
         L += ['```json', json.dumps(c, indent=None), '```', '']
     return '\n'.join(L)
@@ -429,6 +432,30 @@ def restore_result(cfg: SFTConfig, csv: str | Path, need: bool = True) -> dict |
     have = set(zip(rows.seed.astype(int), rows.method))
     if need and not {(s, m) for s in cfg.seeds for m in cfg.methods} <= have: return None
     return dict(rows=rows, csv=rec['csv'], record=rec['record'], corpus_dir=rec['corpus_dir'], config=rec['config'], restored=str(csv))
+
+# %% ../nbs/12c_sft.ipynb #b7e1c0a2
+def missing_seeds(cfg: SFTConfig, saved: dict | None) -> tuple:
+    "The seeds of `cfg` for which the saved rows (a `restore_result` dict, or None) lack one of `cfg.methods`."
+    if saved is None: return tuple(cfg.seeds)
+    have = set(zip(saved['rows'].seed.astype(int), saved['rows'].method))
+    return tuple(s for s in cfg.seeds if any((s, m) not in have for m in cfg.methods))
+
+def merge_results(saved: dict, new: dict) -> dict:
+    """`new` (a `run` of the seeds `saved` lacks) joined to `saved` (restored rows of the same `saved_key`): the rows of both, a new
+    row replacing a saved row of the same seed and method; the config's seeds and methods the union; `new`'s record, with the
+    earlier records under `record['earlier']`, so rows measured in separate sessions stand together with each session's record."""
+    if saved_key(saved['config']) != saved_key(new['config']):
+        raise ConfigError(f"merge_results: the saved rows of {saved['config'].get('corpus')} were run with another config; re-run them (--recompute)")
+    old, nw = saved['rows'], new['rows']
+    replaced = set(zip(nw.seed.astype(int), nw.method))
+    keep = [(int(s), m) not in replaced for s, m in zip(old.seed, old.method)]
+    rows = pd.concat([old[keep], nw]).sort_values('seed', kind='stable').reset_index(drop=True)
+    cfg = dict(new['config'], seeds=sorted(set(rows.seed.astype(int))),
+               methods=list(dict.fromkeys([*saved['config'].get('methods', ()), *new['config'].get('methods', ())])))
+    prev = {k: v for k, v in saved['record'].items() if k != 'earlier'}
+    rec = dict(new['record'], earlier=[*saved['record'].get('earlier', []), dict(prev, seeds=sorted(set(old[keep].seed.astype(int))))])
+    return dict(rows=rows, csv=new['csv'], record=rec, corpus_dir=new['corpus_dir'], config=cfg)
+
 
 # %% ../nbs/12c_sft.ipynb #15d983b7
 SFT_PROFILES = {

@@ -22,12 +22,14 @@ each corpus's run folder (runs/sft/<corpus>-<hash>/) also keeps its own rows, re
 `--plan` prints the configs and what they train, and runs nothing.
 
 Saved rows stand for a run: the rows file keeps every corpus's config and run record beside it (`<rows>_records.json`), so a
-corpus already measured with the same config (seeds and methods aside) is restored from it, not re-trained; `--corpora X`
-runs X and keeps the profile's other corpora in the report from their saved rows; `--recompute` runs every corpus (each run
-still resumes from its run folder).
+corpus already measured with the same config (seeds and methods aside) is restored from it, not re-trained. Rows grow by
+seed: a corpus whose saved rows lack some requested seed x method runs only those seeds (`--seeds 2` in a later session adds
+seed 2 to the saved seeds 0 and 1; each session's run record is kept). `--corpora X` runs what X lacks and keeps the profile's
+other corpora in the report from their saved rows; `--recompute` runs every corpus and seed (each run still resumes from its
+run folder).
 """
 from __future__ import annotations
-import argparse, json, sys
+import argparse, dataclasses, json, sys
 from pathlib import Path
 
 # measured here (DESIGN.md, a quiet box): the training loop for unet:s:16 runs at 405-500 images/s
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument('--plan', action='store_true', help='print the configs and what they train; run nothing')
     a = ap.parse_args(argv)
     from alchemist.core import reports_dir, runs_dir
-    from alchemist.sft import SFT_PROFILES, profile_configs, restore_result, run, save_results, write_report
+    from alchemist.sft import SFT_PROFILES, merge_results, missing_seeds, profile_configs, restore_result, run, save_results, write_report
     bad = sorted(set(a.corpora or ()) - set(SFT_PROFILES[a.profile]['corpora']))
     if bad: ap.error(f"--corpora {' '.join(bad)}: not a corpus of profile {a.profile!r} (its corpora: {', '.join(SFT_PROFILES[a.profile]['corpora'])})")
     over = {k: v for k, v in dict(device=a.device, seeds=tuple(a.seeds) if a.seeds else None,
@@ -75,13 +77,19 @@ def main(argv=None) -> int:
     out = []
     for c in profile_configs(a.profile, **{k: v for k, v in over.items() if k != 'corpora'}) if a.corpora and not a.out else cfgs:
         chosen = not a.corpora or c.corpus in a.corpora
-        saved = None if a.recompute or (chosen and a.corpora) else restore_result(c, results, need=chosen)
-        if saved is not None:
+        saved = None if a.recompute else restore_result(c, results, need=False)
+        todo = missing_seeds(c, saved) if chosen else ()
+        if saved is not None and not todo:
             print(f"# curator_sft {a.profile}: {c.corpus} restored from {results} (measured {saved['record'].get('date', '?')})", flush=True)
             out.append(saved); continue
-        if not chosen: print(f"# curator_sft {a.profile}: {c.corpus} has no saved rows in {results}: left out of the report", flush=True); continue
-        print(f"# curator_sft {a.profile}: {c.corpus}", flush=True)
-        out.append(run(c))
+        if not chosen:
+            if saved is not None: out.append(saved)
+            else: print(f"# curator_sft {a.profile}: {c.corpus} has no saved rows in {results}: left out of the report", flush=True)
+            continue
+        if saved is None:
+            print(f"# curator_sft {a.profile}: {c.corpus}", flush=True); out.append(run(c)); continue
+        print(f"# curator_sft {a.profile}: {c.corpus}: seeds {todo} to run, the others' rows kept from {results}", flush=True)
+        out.append(merge_results(saved, run(dataclasses.replace(c, seeds=todo))))
     save_results(out, results)
     write_report(out, report)
     print(f"report: {report}\nrows: {results}")
