@@ -215,7 +215,8 @@ def evaluate_run(run_dir: Path, corpus_dir: Path, ecfg, device: str) -> dict:
     step = int(read_json(Path(run_dir)/'train.json')['result']['steps'])
     key = _hash(dict(eval={k: v for k, v in config_to_dict(ecfg).items() if k != 'device'}, step=step))
     path = Path(run_dir)/f'eval-{key}.json'
-    if path.exists(): return read_json(path)['metrics']
+    if path.exists():   # JSON keeps a metric the corpus cannot measure (NaN) as null: read it back as NaN
+        return {k: math.nan if v is None else v for k, v in read_json(path)['metrics'].items()}
     with Timer() as t: m = evaluate_model(load_trained(run_dir, ema=True, device=device), corpus_dir, ecfg, out_dir=Path(run_dir)/f'eval-{key}')
     m['eval_seconds'] = t.wall
     write_json(path, dict(metrics=m, step=step, eval=config_to_dict(ecfg)))

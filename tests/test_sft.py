@@ -55,6 +55,7 @@ def test_saved_rows_make_the_report_without_training(tmp_path):
     from alchemist.sft import profile_configs, records_path, saved_key
     src = ROOT/'reports'/'results'/'curator_sft_paper.csv'
     syn = pd.read_csv(src); recs = json.loads(records_path(src).read_text())
+    syn, recs = syn[syn.corpus == 'synthetic'], [r for r in recs if r['corpus'] == 'synthetic']   # the saved web-planted rows aside
     web_cfg = {**recs[0]['config'], 'corpus': 'web-planted'}
     assert recs[0]['key'] == saved_key(profile_configs('paper')[0]) and saved_key(web_cfg) == saved_key(profile_configs('paper')[1])
     pd.concat([syn, syn.assign(corpus='web-planted')]).to_csv(tmp_path/'curator_sft.csv', index=False)
