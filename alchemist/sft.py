@@ -392,7 +392,8 @@ def report_markdown(results: list[dict]) -> str:
         if r.get('note'): L += [f"Note on the record: {r['note']}", '']
         for e in r.get('earlier', []):   # rows of seeds measured by an earlier session, kept beside this run's
             L += [f"Seeds {tuple(e.get('seeds', ()))} were measured earlier: {e.get('date', '?')}, git `{e.get('git', '?')}`, load average "
-                  f"{e.get('load_start', '?')} at start and {e.get('load_end', '?')} at the end, wall {e.get('wall_s', '?')} s, cpu/wall {e.get('cpu_ratio', '?')}.", '']
+                  f"{e.get('load_start', '?')} at start and {e.get('load_end', '?')} at the end, wall {e.get('wall_s', '?')} s, cpu/wall {e.get('cpu_ratio', '?')}."
+                  + (f" Note: {e['note']}" if e.get('note') else ''), '']
         if res.get('restored'): L += [f"These rows were restored from `{Path(res['restored']).name}` (saved by an earlier run of the same config), not re-trained.", '']
         L += ['```json', json.dumps(c, indent=None), '```', '']
     return '\n'.join(L)
