@@ -15,8 +15,9 @@ __all__ = ['MODES', 'TIMESTEPS', 'OUTERS', 'LEARNING', 'LEARNING_BY_MODE', 'TOY_
            'n_train_timesteps', 'proxy_t2i_config', 'proxy_seed', 'build_proxy', 'null_text', 'auroc',
            'proxy_conditioning', 'warm_stages', 'warm_train_config', 'manifest_digest', 'warm_key', 'warm_root',
            'warm_proxy', 'proxy_signals', 'weighted_mean', 'outer_loss', 'unrolled_outer_loss', 'alignment_weights',
-           'mean_update', 'rank_members', 'population_state', 'member_state', 'MetaState', 'meta_gradient_fd_check',
-           'reset_due', 'step_batches', 'meta_run_dir', 'score_split', 'plot_meta_history', 'meta_train', 'main']
+           'batch_percentile', 'mean_update', 'rank_members', 'population_state', 'member_state', 'MetaState',
+           'meta_gradient_fd_check', 'reset_due', 'step_batches', 'meta_run_dir', 'score_split', 'plot_meta_history',
+           'meta_train', 'main']
 
 # %% ../nbs/07_bilevel.ipynb #ae9f3304
 import numpy as np
@@ -58,7 +59,9 @@ class MetaConfig:
     rater: RaterConfig = field(default_factory=RaterConfig)  # the rater (its resolution is set from `resolution`)
     epochs: int = 6                  # passes over the held-out split (the budget when meta_steps = 0)
     max_steps_per_epoch: int = 0     # 0 = a full pass; >0 truncates each epoch (smoke runs, benchmarks)
-    batch: int = 64                  # pairs per held-out batch and per train batch
+    batch: int = 64                  # pairs per train batch (and per held-out batch unless ref_batch is set)
+    ref_batch: int = 0               # held-out (reference) rows per meta-step; 0 = `batch`. More rows = a less noisy outer objective
+                                     # and reference gradient (ours, issue 17 item 3); at most the held-out split (a pass = len // ref_batch steps)
     lam0: float = 1.0                # upper-level weight lambda in epoch 0 (a warm-up on held-out data)
     lam_step: float = 0.03           # lambda decreases by this much per epoch (= pass over the held-out split)
     lam_min: float = 0.0             # ... down to this floor
@@ -75,7 +78,8 @@ class MetaConfig:
     strata: int = 4                  # timesteps='stratified': timesteps per sample (its loss is their mean; a step costs strata x more)
     reference_model: str = ''        # 'penalty' only: '' (released code) | 'warmup' (snapshot after epoch 0) | path to a proxy state_dict (Eq. 6)
     rater_signal: str = 'loss'       # 'penalty' only: 'loss' (released code: W' x sg[l]) | 'centered' (W' x sg[l - mean_B l]: no push of every weight to 0)
-    align_distill: str = 'bce'       # 'alignment': 'bce' (instance vs w/max w, group vs positive share) | 'ce' (softmax vs w)
+    align_distill: str = 'bce'       # 'alignment': 'bce' (instance vs w/max w, group vs positive share) | 'ce' (softmax vs w) |
+                                     # 'rank' (ours: instance vs the pair's percentile of alignment in its batch, the supervised control's target)
     align_normalize: bool = False    # 'alignment': a_i = cos(g_i, g_ref) (per-sample gradients at unit norm, against the norm bias) instead of <g_i, g_ref>
     vmap_chunk: int = 16             # 'alignment': per-sample gradients computed this many at a time (memory)
     outer: str = 'loss'              # 'unrolled'/'alignment' outer objective on the reference: 'loss' (the paper) | 'conditional' (ours:
@@ -108,7 +112,8 @@ class MetaConfig:
         if self.mode not in MODES: raise ConfigError(f"MetaConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.timesteps not in TIMESTEPS: raise ConfigError(f"MetaConfig.timesteps must be one of {TIMESTEPS}, got {self.timesteps!r}")
         if self.rater_signal not in ('loss', 'centered'): raise ConfigError(f"MetaConfig.rater_signal must be 'loss' or 'centered', got {self.rater_signal!r}")
-        if self.align_distill not in ('bce', 'ce'): raise ConfigError(f"MetaConfig.align_distill must be 'bce' or 'ce', got {self.align_distill!r}")
+        if self.align_distill not in ('bce', 'ce', 'rank'): raise ConfigError(f"MetaConfig.align_distill must be 'bce', 'ce' or 'rank', got {self.align_distill!r}")
+        if self.ref_batch < 0: raise ConfigError(f"MetaConfig.ref_batch must be >= 0, got {self.ref_batch}")
         if self.inner_steps < 1: raise ConfigError("MetaConfig.inner_steps must be >= 1")
         if self.reference_model and self.mode != 'penalty': raise ConfigError("MetaConfig.reference_model is a 'penalty' option (paper Eq. 6)")
         for k in ('strata', 'population', 'stop_patience', 'warm_batch'):
@@ -588,6 +593,12 @@ def alignment_weights(lm: LossModule, params: dict, buffers: dict, bt: Batch, bv
     w = pos / pos.sum() if pos.sum() > 0 else torch.zeros_like(pos)
     return a, w, G, gv, l, L_val
 
+def batch_percentile(a: torch.Tensor) -> torch.Tensor:
+    """Each entry's rank in `a` scaled to [0, 1] (1 = the largest; ties broken by position): `align_distill='rank'`'s target.
+    Unlike w / max w it does not hang on the batch's single best-aligned pair, and the scale of the alignments drops out."""
+    if a.numel() < 2: return torch.ones_like(a)
+    return a.argsort().argsort().to(a.dtype) / (a.numel() - 1)
+
 # %% ../nbs/07_bilevel.ipynb #111c25f5
 @torch.no_grad()
 def mean_update(params: list, grads: list, opts: list, clip: float = 0.0, reduce=None, n: int | None = None):
@@ -809,8 +820,8 @@ class MetaState:
             q = torch.softmax(o.instance / R.cfg.softmax_temperature, 0)
             L_r = -(w * torch.log(q + 1e-12)).sum()
         else:
-            target = w / w.max() if w.max() > 0 else w
-            L_r = F.binary_cross_entropy(o.instance, target)
+            target = batch_percentile(a) if cfg.align_distill == 'rank' else (w / w.max() if w.max() > 0 else w)
+            L_r = F.binary_cross_entropy(o.instance, target.to(o.instance.dtype))
         if R.group_mlp is not None:
             share = a.clamp_min(0).sum() / a.abs().sum().clamp_min(1e-12)
             L_r = L_r + F.binary_cross_entropy(o.group, share.to(o.group.dtype))
@@ -866,11 +877,11 @@ def reset_due(step: int, member: int, population: int, reset_every: int) -> bool
 def step_batches(cfg: MetaConfig, tr: MetaSplit, hv: MetaSplit, step: int, member: int, perm: np.ndarray, spp: int, K: int, T: int, device) -> tuple:
     """(held-out batch, [K train batches]) of population member `member` at global meta-step `step` (`perm`: this pass's held-out
     order, `spp` steps per pass). With timesteps='stratified' every batch of the member's step shares one timestep/noise draw."""
-    B, s, base = cfg.batch, step % spp, 1000 * member
+    B, R, s, base = cfg.batch, cfg.ref_batch or cfg.batch, step % spp, 1000 * member
     shared = 10_000 + member if cfg.timesteps == 'stratified' else None
     mk = lambda split, idx, role: make_batch(split, idx, _gen(cfg.seed, step, shared if shared is not None else base + role), T,
                                              cfg.timesteps, device, strata=cfg.strata)
-    bv = mk(hv, perm[s*B:(s+1)*B], 0)
+    bv = mk(hv, perm[s*R:(s+1)*R], 0)
     return bv, [mk(tr, _train_idx(cfg.seed, step*K + k, len(tr), B, member), k + 1) for k in range(K)]
 
 def meta_run_dir(cfg: MetaConfig) -> Path:
@@ -955,6 +966,8 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
     tr, hv = splits['train'], splits['heldout']
     if len(hv) < cfg.batch or len(tr) < cfg.batch:
         raise ValueError(f"batch={cfg.batch} is larger than a split (train {len(tr)}, heldout {len(hv)}); lower MetaConfig.batch")
+    if len(hv) < cfg.ref_batch:
+        raise ValueError(f"ref_batch={cfg.ref_batch} is larger than the held-out split ({len(hv)} rows); lower MetaConfig.ref_batch")
     fp = corpus_fingerprint(cfg, splits)
     rater = Rater(dataclasses.replace(cfg.rater, resolution=cfg.resolution, text_dim=tr.pooled.shape[1])).to(dev)
     first = build_proxy(cfg)   # member 0 ('tiny': from the global generator) on every rank: the generator then stands where it does in one process
@@ -969,7 +982,7 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
     def start_state(p: int, step: int) -> dict:   # where member p goes back to at a reset
         return warm['stages'][p] if warm is not None else build_proxy(cfg, seed=proxy_seed(cfg, p, step)).state_dict()
 
-    full = len(hv) // cfg.batch
+    full = len(hv) // (cfg.ref_batch or cfg.batch)
     spp = min(full, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch > 0 else full       # meta-steps per pass over the held-out split
     K = cfg.inner_steps if cfg.mode == 'unrolled' else 1
     by_steps = cfg.meta_steps > 0

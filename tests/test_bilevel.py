@@ -328,3 +328,19 @@ def test_warm_proxy_rebuilds_on_a_changed_setting_or_a_lost_record(toy, tmp_path
     w3 = warm_proxy(wc, toy)
     assert not w3['cached'] and w3['dir'] == w['dir'] and all(torch.equal(w3['stages'][0][k], v) for k, v in w['stages'][0].items())
     assert warm_proxy(wc, toy)['cached']
+
+
+def test_ref_batch_and_rank_distill(toy, tmp_path):
+    "ref_batch enlarges the held-out batch of every meta-step (fewer steps a pass); align_distill='rank' trains the rater on the batch's alignment ranks."
+    from alchemist.bilevel import batch_percentile, step_batches
+    cfg = _cfg(tmp_path, mode='alignment', ref_batch=12)   # the toy's held-out split: 24 rows, so 2 steps a pass
+    perm = np.random.default_rng(0).permutation(len(toy['heldout']))
+    bv, bts = step_batches(cfg, toy['train'], toy['heldout'], 3, 0, perm, 2, 1, 1000, 'cpu')
+    assert len(bv.x) == 12 and len(bts[0].x) == 8 and torch.equal(bv.x, make_batch(toy['heldout'], perm[12:24], torch.Generator(), 1000).x)
+    with pytest.raises(ConfigError, match='ref_batch'): MetaConfig(ref_batch=-1)
+    with pytest.raises(ConfigError, match="'rank'"): MetaConfig(align_distill='ranks')
+    with pytest.raises(ValueError, match='ref_batch=999'): meta_train(_cfg(tmp_path/'big', ref_batch=999), splits=toy)
+    h = meta_train(_cfg(tmp_path/'r', mode='alignment', ref_batch=16, align_distill='rank', meta_steps=3, log_every=3), splits=toy)['history']
+    assert h[0]['steps'] == 3 and math.isfinite(h[0]['loss_rater']) and h[0]['loss_rater'] > 0.1   # BCE against ranks: never ~0
+    p = batch_percentile(torch.tensor([5.0, 1.0, 3.0]))
+    assert torch.equal(p, torch.tensor([1.0, 0.0, 0.5]))
