@@ -437,10 +437,11 @@ def reproduce(table: str = 'all', profile: str = 'smoke', on_error: str = 'conti
     names = list(TABLES) if str(table).lower() == 'all' else [get_table(table).name]
     plans = {n: plan(n, profile, runs_root, tdir, config_cls) for n in names}  # every table checked before anything runs
     all_ids = {n: [r.run_id for r in rs] for n, rs in plans.items()}  # collected whatever `only` picks, so partial sweeps add up
+    every = dict(plans)  # why: on a fresh checkout the runs `only` leaves out must be restored too, or the CSV is rewritten without them
     if only: plans = {n: [r for r in rs if re.search(only, r.run_id)] for n, rs in plans.items()}
     res, stop = ReproduceResult(), False
     for n, runs in plans.items():
-        restored = restore_runs(runs, results_dir, write=not dry_run)
+        restored = set(restore_runs(every[n], results_dir, write=not dry_run))
         if restored: log.info(f"{n}/{profile}: {len(restored)} finished runs restored from the committed results CSV")
         todo = [r for r in runs if not (r.done or r.run_id in restored)]
         res.skipped += [r.run_id for r in runs if r not in todo]

@@ -222,6 +222,19 @@ def test_partial_sweeps_with_only_add_up_in_the_csv(tiny):
     assert sorted(pd.read_csv(res.csv[0])['seed']) == [0, 1]
 
 
+def test_only_on_a_fresh_checkout_keeps_the_committed_rows(tiny):
+    "On a clone that has the committed CSV but no run folders, a sweep with `only` adds its runs to the rows it did not touch."
+    import shutil
+    tdir, kw = tiny
+    (tdir/'T1_selection.yaml').write_text("profiles:\n  quick: {seeds: [0, 1], sets: [{method: random}]}\n")
+    rp.reproduce('T1', 'quick', only='_s0_', **kw)
+    shutil.rmtree(kw['runs_root'])                                   # a fresh clone: only reports/results/ is committed
+    res = rp.reproduce('T1', 'quick', only='_s1_', **kw)
+    df = pd.read_csv(res.csv[0])
+    assert sorted(df['seed']) == [0, 1] and sorted(df['metrics.fd_effnet']) == [10.0, 11.0]
+    assert len(res.done) == 1                                          # seed 0 restored, not re-run
+
+
 def test_readme_headline_is_generated_from_committed_results():
     "The README's headline block is exactly what `alchemist.reports` makes of reports/results/ (so nobody typed it)."
     from alchemist.core import repo_root
