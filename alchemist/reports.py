@@ -415,10 +415,9 @@ def report_table(name: str, df: pd.DataFrame, out: Path, records: pd.DataFrame |
             lines += ['## Per rating band (0 = highest rated)', '', _md(mean_std_table(records.rename(columns={c: f"metrics.{c.replace('defect_rate', 'defect_rate_in_band')}" for c in rc}), by5)), '']
         first = df[df['seed'] == df['seed'].min()] if 'seed' in df.columns else df
         for _, r in (first.iterrows() if 'metrics.grid_png' in df.columns else []):
-            src = Path(str(r['metrics.grid_png']))
-            if src.exists():
-                dst = _fig_path(out, f"{name}_grid_{r.get('corpus', 'corpus')}")
-                dst.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(src, dst); figs.append(dst)
+            src, dst = Path(str(r['metrics.grid_png'])), _fig_path(out, f"{name}_grid_{r.get('corpus', 'corpus')}")
+            if src.exists(): dst.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(src, dst); figs.append(dst)
+            elif dst.exists(): figs.append(dst)   # why: a clone has the committed grid but not the run folder it was copied from
     else:
         by_budget = varying(df, ['budget']) if 'budget' in df.columns else []   # bars of the two conventions are labelled apart
         figs.append(bar_figure(df, QUALITY, by + by_budget + ['corpus'], _fig_path(out, f'{name}_fd'), f'{table}: FD-EffNet (lower is better), mean ± sd over seeds'))

@@ -40,3 +40,14 @@ def test_seed_systems_are_read_apart_from_the_tables(tmp_path):
     # the ranker loses to cosine here: the verdict says so, it does not vanish
     assert '| ranker beats the best raw cosine (cosine-both) | -0.1        | contradicted' in block
     assert headline_block({}, {}) is None
+
+
+def test_fig5_report_keeps_the_committed_grid_when_the_run_folder_is_gone(tmp_path):
+    "On a clone the grid PNG a Fig5 row points at (in runs/) is absent: the report still shows the committed copy."
+    from alchemist.reports import report_table
+    df = pd.DataFrame([dict(corpus='synthetic', seed=0, method='alchemist', **{'metrics.grid_png': str(tmp_path/'gone'/'grid.png')})])
+    (tmp_path/'figures').mkdir(); (tmp_path/'figures'/'Fig5_quick_grid_synthetic.png').write_bytes(b'png')
+    md = report_table('Fig5_quick', df, tmp_path).read_text()
+    assert '![Fig5_quick_grid_synthetic](figures/Fig5_quick_grid_synthetic.png)' in md
+    (tmp_path/'figures'/'Fig5_quick_grid_synthetic.png').unlink()
+    assert 'Fig5_quick_grid_synthetic' not in report_table('Fig5_quick', df, tmp_path).read_text()   # nothing to show: no link
