@@ -108,6 +108,9 @@ class MetaConfig:
     out_dir: str = ''                # run folder; '' = runs/bilevel/<mode>-s<seed>
     resume: bool = True              # continue from out_dir/checkpoint.pt when it exists
 
+    @property
+    def heldout_batch(self) -> int: return self.ref_batch or self.batch   # held-out rows a meta-step reads
+
     def __post_init__(self):
         if self.mode not in MODES: raise ConfigError(f"MetaConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.timesteps not in TIMESTEPS: raise ConfigError(f"MetaConfig.timesteps must be one of {TIMESTEPS}, got {self.timesteps!r}")
@@ -877,7 +880,7 @@ def reset_due(step: int, member: int, population: int, reset_every: int) -> bool
 def step_batches(cfg: MetaConfig, tr: MetaSplit, hv: MetaSplit, step: int, member: int, perm: np.ndarray, spp: int, K: int, T: int, device) -> tuple:
     """(held-out batch, [K train batches]) of population member `member` at global meta-step `step` (`perm`: this pass's held-out
     order, `spp` steps per pass). With timesteps='stratified' every batch of the member's step shares one timestep/noise draw."""
-    B, R, s, base = cfg.batch, cfg.ref_batch or cfg.batch, step % spp, 1000 * member
+    B, R, s, base = cfg.batch, cfg.heldout_batch, step % spp, 1000 * member
     shared = 10_000 + member if cfg.timesteps == 'stratified' else None
     mk = lambda split, idx, role: make_batch(split, idx, _gen(cfg.seed, step, shared if shared is not None else base + role), T,
                                              cfg.timesteps, device, strata=cfg.strata)
@@ -982,7 +985,7 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
     def start_state(p: int, step: int) -> dict:   # where member p goes back to at a reset
         return warm['stages'][p] if warm is not None else build_proxy(cfg, seed=proxy_seed(cfg, p, step)).state_dict()
 
-    full = len(hv) // (cfg.ref_batch or cfg.batch)
+    full = len(hv) // cfg.heldout_batch
     spp = min(full, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch > 0 else full       # meta-steps per pass over the held-out split
     K = cfg.inner_steps if cfg.mode == 'unrolled' else 1
     by_steps = cfg.meta_steps > 0
