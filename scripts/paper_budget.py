@@ -120,6 +120,7 @@ def executed_frames(profile: str, results_dir: Path = Path('reports/results')):
     import pandas as pd
     for f in sorted(results_dir.glob(f'*_{profile}.csv')):
         d = pd.read_csv(f)
+        if 'wall_s' not in d: continue                   # not a table of runs (rater_auroc_*, rater_fit_*: per-defect scores)
         yield d[d['reused_from'].isna()] if 'reused_from' in d else d
 
 
