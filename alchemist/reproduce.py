@@ -165,8 +165,9 @@ def check_sets(table: Table, sets: list[dict], params: dict, config_cls, where: 
 
 # %% ../nbs/13b_reproduce.ipynb #da408b7f
 def run_id(params: dict, shown: dict | None = None) -> str:
-    "Stable folder name: the `shown` items (default all but `seed`), the seed, and a hash of all `params`."
-    shown = {k: v for k, v in (params if shown is None else shown).items() if k != 'seed'}
+    "Stable folder name: the `shown` items (default all but `seed`; mappings such as `meta` only in the hash), the seed, and a hash of all `params`."
+    # why mappings are left out: a `meta` dict spelled into the name fills its 80 characters and hides the method
+    shown = {k: v for k, v in (params if shown is None else shown).items() if k != 'seed' and not isinstance(v, dict)}
     slug = '_'.join(f"{k}-{v}" for k, v in sorted(shown.items()))
     slug = re.sub(r'[^A-Za-z0-9._-]+', '', slug)[:80]
     h = hashlib.blake2b(json.dumps(params, sort_keys=True, default=str).encode(), digest_size=4).hexdigest()
