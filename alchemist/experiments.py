@@ -13,8 +13,8 @@ __all__ = ['RATER_SAMPLERS', 'CALIBRATION', 'BUILT_IN_CORPORA', 'METHODS', 'META
            'NEUTRAL_DEFAULTS', 'meta_config', 'meta_overrides', 'ExperimentConfig', 'check_experiment', 'identity_dict',
            'config_hash', 'experiment_dir', 'build_corpus', 'work_corpus', 'plant_config', 'rater_dir', 'train_rater',
            'rater_scores', 'baseline_scores', 'score_pool', 'rater_sampler', 'choose_subset', 'calibration_subset',
-           'subset_stats', 'reference_corpus', 'eval_config_for', 'warm_caches', 'corpus_lock', 'train_config',
-           'train_and_evaluate', 'stages_hash', 'run_outputs', 'run']
+           'subset_stats', 'reference_corpus', 'eval_config_for', 'warm_caches', 'corpus_lock', 'rater_lock',
+           'train_config', 'train_and_evaluate', 'stages_hash', 'run_outputs', 'run']
 
 # %% ../nbs/13_experiments.ipynb #02db5e25
 import numpy as np
@@ -426,13 +426,20 @@ def warm_caches(cfg: ExperimentConfig, corpus_dir: Path) -> None:
     if {'fd', 'kid'} & set(ecfg.metrics): real_features(corpus_dir, cfg.resolution, ecfg)
     if 'clip' in ecfg.metrics: judge_tower(corpus_dir, cfg.resolution, ecfg)
 
-@contextlib.contextmanager
 def corpus_lock(cfg: ExperimentConfig):
     """Hold an exclusive lock for `cfg`'s corpus (a file under `data_dir()/.locks`) while caches are built.
     Why: parallel sweeps (`alchemist reproduce --jobs 2`) share the corpus, raters, baselines and judges; each is built once."""
+    return _file_lock(cfg, 'corpus-' + hashlib.sha1(f"{cfg.corpus}|{cfg.corpus_n}|{cfg.resolution}|{cfg.corpus_seed}".encode()).hexdigest()[:12])
+
+def rater_lock(cfg: ExperimentConfig, corpus_dir: Path):
+    """Hold an exclusive lock for the rater of `cfg` (its `rater_dir`) while it is meta-trained and scores the corpus.
+    Why: raters of different seeds or settings train at once under `--jobs 2`; two runs of the same rater never do."""
+    return _file_lock(cfg, 'rater-' + hashlib.sha1(str(rater_dir(cfg, corpus_dir).resolve()).encode()).hexdigest()[:12])
+
+@contextlib.contextmanager
+def _file_lock(cfg: ExperimentConfig, name: str):
     d = (Path(cfg.work_dir) if cfg.work_dir else data_dir())/'.locks'; d.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha1(f"{cfg.corpus}|{cfg.corpus_n}|{cfg.resolution}|{cfg.corpus_seed}".encode()).hexdigest()[:12]
-    with open(d/f'corpus-{key}.lock', 'w') as f:
+    with open(d/f'{name}.lock', 'w') as f:
         try: import fcntl   # POSIX only: where it is missing (Windows) sweeps run with --jobs 1
         except ImportError: fcntl = None   # no flock (Windows): run sweeps with --jobs 1
         if fcntl: fcntl.flock(f, fcntl.LOCK_EX)
@@ -509,6 +516,12 @@ def run(cfg: ExperimentConfig | dict) -> dict:
         prev = read_json(done)
         if _fresh(out, prev.get('cache_key'), key): return prev['metrics']
     _claim_run_folder(out, key)
+    if cfg.method in ('alchemist',) + RATER_SAMPLERS:
+        # meta-training, the longest stage, runs outside the corpus lock (under its rater's own): raters of other seeds train at
+        # the same time; the shared caption cache is built first, under the corpus lock. Before the seeding below, so what follows
+        # is the same whether the rater was trained now or found trained
+        with corpus_lock(cfg): caption_embeddings(corpus_dir, max_tokens=meta_config(cfg).max_tokens)
+        with rater_lock(cfg, corpus_dir): rater_scores(cfg, corpus_dir)
     seed_everything(cfg.seed)
     with Timer() as t:
         with corpus_lock(cfg):   # shared caches are built by one process at a time; training runs outside the lock

@@ -193,3 +193,25 @@ def test_example_yaml_set_for_the_learning_rater(tmp_path):
     assert (m1.population, m1.meta_steps, m1.rater.image_input, m1.rater.text_input) == (8, 4000, 'randconv', 'tokens')
     assert len({rater_dir(c, '/c') for c in cfgs}) == 6
     assert rater_dir(cfgs[0], '/c') != rater_dir(cfgs[3], '/c')
+
+
+# --- locks: raters of different seeds meta-train at once; one rater is never trained twice at once ----------------------
+
+def _blocks(lock, timeout: float = 0.5) -> bool:
+    "True when entering `lock` (a context manager) waits longer than `timeout` seconds."
+    import threading
+    entered = threading.Event()
+    def hold():
+        with lock: entered.set()
+    t = threading.Thread(target=hold, daemon=True); t.start()
+    return not entered.wait(timeout)
+
+def test_rater_lock_is_per_rater_not_per_corpus(corpus, tmp_path, monkeypatch):
+    from alchemist.experiments import corpus_lock, rater_lock
+    monkeypatch.setenv('ALCHEMIST_DATA', str(tmp_path))
+    cfg = lambda seed: ExperimentConfig(corpus=str(corpus), method='alchemist', seed=seed)
+    with corpus_lock(cfg(0)):
+        assert not _blocks(rater_lock(cfg(0), corpus))      # meta-training does not wait for the corpus lock
+    with rater_lock(cfg(0), corpus):
+        assert not _blocks(rater_lock(cfg(1), corpus))      # another seed's rater trains at the same time
+        assert _blocks(rater_lock(cfg(0), corpus))          # the same rater waits (flock: one holder per lock file)
