@@ -103,6 +103,7 @@ class MetaConfig:
     probe_n: int = 0                 # train rows in a fixed probe set, scored after every history row: rank stability (0 = off)
     stop_spearman: float = 0.0       # stop once the Spearman between consecutive probe scorings is >= this for stop_patience rows (0 = never)
     stop_patience: int = 3           # ... that many history rows in a row
+    stop_min_steps: int = 0          # ... and not before this many meta-steps: a rater that has not moved yet is trivially stable
     device: str = 'cpu'              # torch device ('auto' = cuda if present)
     seed: int = 0                    # seeds the nets, the batch order, timesteps and noise
     out_dir: str = ''                # run folder; '' = runs/bilevel/<mode>-s<seed>
@@ -121,7 +122,7 @@ class MetaConfig:
         if self.reference_model and self.mode != 'penalty': raise ConfigError("MetaConfig.reference_model is a 'penalty' option (paper Eq. 6)")
         for k in ('strata', 'population', 'stop_patience', 'warm_batch'):
             if getattr(self, k) < 1: raise ConfigError(f"MetaConfig.{k} must be >= 1, got {getattr(self, k)}")
-        for k in ('meta_steps', 'log_every', 'warm_steps', 'reset_every', 'probe_n'):
+        for k in ('meta_steps', 'log_every', 'warm_steps', 'reset_every', 'probe_n', 'stop_min_steps'):
             if getattr(self, k) < 0: raise ConfigError(f"MetaConfig.{k} must be >= 0, got {getattr(self, k)}")
         if self.outer not in OUTERS: raise ConfigError(f"MetaConfig.outer must be one of {OUTERS}, got {self.outer!r}")
         if self.outer != 'loss' and self.mode == 'penalty':
@@ -149,7 +150,7 @@ def outer_beta(cfg: MetaConfig) -> float:
 
 # %% ../nbs/07_bilevel.ipynb #1a604a56
 LEARNING = dict(meta_steps=2000, log_every=100, warm_steps=1200, warm_on='reference', population=4, reset_every=500, meta_average='updates',
-                timesteps='stratified', strata=4, probe_n=1024, stop_spearman=0.95, stop_patience=3)
+                timesteps='stratified', strata=4, probe_n=1024, stop_spearman=0.95, stop_patience=3, stop_min_steps=1000)
 LEARNING_BY_MODE = dict(penalty=dict(), unrolled=dict(outer='conditional'), alignment=dict(outer='conditional', align_normalize=True))
 
 def learning_config(mode: str = 'alignment', **overrides) -> MetaConfig:
@@ -891,7 +892,7 @@ def meta_run_dir(cfg: MetaConfig) -> Path:
     "The run folder of `cfg`: `out_dir`, else runs/bilevel/<mode>-s<seed>."
     return Path(cfg.out_dir) if cfg.out_dir else runs_dir()/'bilevel'/f'{cfg.mode}-s{cfg.seed}'
 
-_RESUMABLE_CHANGES = ('epochs', 'meta_steps', 'stop_spearman', 'stop_patience', 'warm_dir', 'resume', 'out_dir', 'device')
+_RESUMABLE_CHANGES = ('epochs', 'meta_steps', 'stop_spearman', 'stop_patience', 'stop_min_steps', 'warm_dir', 'resume', 'out_dir', 'device')
 
 def _with_defaults(d: dict) -> dict:
     "A stored config with the fields it predates filled by today's defaults (they were off: the run did not use them)."
@@ -1033,7 +1034,7 @@ def meta_train(cfg: MetaConfig, splits: dict | None = None) -> dict:
             row['rank_spearman'] = None if rho is None or not math.isfinite(rho) else round(rho, 6)
             probe_prev = sc
             recent = [h.get('rank_spearman') for h in (history + [row])[-cfg.stop_patience:]]
-            if cfg.stop_spearman > 0 and len(recent) == cfg.stop_patience and all(r is not None and r >= cfg.stop_spearman for r in recent):
+            if cfg.stop_spearman > 0 and g1 >= cfg.stop_min_steps and len(recent) == cfg.stop_patience and all(r is not None and r >= cfg.stop_spearman for r in recent):
                 stopped_at = g1; row['stopped'] = True
                 info(f"rank stability reached: Spearman >= {cfg.stop_spearman} for {cfg.stop_patience} rows; stopping after {g1} meta-steps")
         if world > 1:   # rank 0's row (its timing, its probe scoring) and its stopping decision, on every rank
