@@ -11,9 +11,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['DOWNSTREAM', 'TABLES', 'DRIVER_PARAMS', 'Table', 'experiments_dir', 'get_table', 'template_params', 'load_sets',
-           'experiment_config_cls', 'check_sets', 'run_id', 'Run', 'neutral_defaults', 'plan', 'RunFailure',
-           'execute_run', 'finished_runs', 'reuse_run', 'result_row', 'collect', 'restore_runs', 'commit_results',
-           'ReproduceResult', 'reproduce']
+           'has_profile', 'experiment_config_cls', 'check_sets', 'run_id', 'Run', 'neutral_defaults', 'plan',
+           'RunFailure', 'execute_run', 'finished_runs', 'reuse_run', 'result_row', 'collect', 'restore_runs',
+           'commit_results', 'ReproduceResult', 'tables_for', 'reproduce']
 
 # %% ../nbs/13b_reproduce.ipynb #c097bf84
 import pandas as pd
@@ -123,6 +123,13 @@ def _load_pairs(path: str | Path, profile: str) -> list[tuple[dict, dict]]:
 def load_sets(path: str | Path, profile: str) -> list[dict]:
     "The expanded parameter sets of `profile` in YAML file `path`; errors name the file."
     return [full for full, _ in _load_pairs(path, profile)]
+
+def has_profile(path: str | Path, profile: str) -> bool:
+    """Does YAML file `path` define parameter sets for `profile`? (A table may leave a profile out: the quick profile runs only
+    the tables that can resolve at its budget.)"""
+    check_profile(profile)
+    doc = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else None
+    return isinstance(doc, dict) and isinstance(doc.get('profiles'), dict) and profile in doc['profiles']
 
 # %% ../nbs/13b_reproduce.ipynb #1f23de1a
 def experiment_config_cls():
@@ -426,16 +433,22 @@ def _threads_per_job(jobs: int):
     finally:
         if jobs > 1 and old is None: os.environ.pop('OMP_NUM_THREADS', None)
 
+def tables_for(profile: str, templates_dir: str | Path | None = None) -> list[str]:
+    "Names of the tables whose YAML defines `profile`, in `TABLES` order: what `reproduce('all', profile)` runs."
+    tdir = Path(templates_dir or experiments_dir())
+    return [n for n, t in TABLES.items() if has_profile(tdir/t.yaml, profile)]
+
 def reproduce(table: str = 'all', profile: str = 'smoke', on_error: str = 'continue', runs_root: str | Path | None = None,
               results_dir: str | Path | None = None, templates_dir: str | Path | None = None, config_cls=None,
               only: str | None = None, dry_run: bool = False, kernel: str = 'python3', reuse: bool = True,
               commit: bool = False, jobs: int = 1) -> ReproduceResult:
-    """Validate, then run every parameter set of `table` ('all' or a name) for `profile` with papermill, then collect the CSVs.
+    """Validate, then run every parameter set of `table` ('all': every table that defines `profile`, or a name) for `profile`
+    with papermill, then collect the CSVs.
     `jobs` > 1 runs that many notebooks at once (each with cores // jobs threads); shared caches are built under a per-corpus lock."""
     if on_error not in ('continue', 'stop'): raise ConfigError(f"on_error must be 'continue' or 'stop', got '{on_error}'")
     if int(jobs) < 1: raise ConfigError(f"jobs must be >= 1, got {jobs}")
     log, tdir = get_logger('alchemist.reproduce'), Path(templates_dir or experiments_dir())
-    names = list(TABLES) if str(table).lower() == 'all' else [get_table(table).name]
+    names = tables_for(profile, tdir) if str(table).lower() == 'all' else [get_table(table).name]
     plans = {n: plan(n, profile, runs_root, tdir, config_cls) for n in names}  # every table checked before anything runs
     all_ids = {n: [r.run_id for r in rs] for n, rs in plans.items()}  # collected whatever `only` picks, so partial sweeps add up
     every = dict(plans)  # why: on a fresh checkout the runs `only` leaves out must be restored too, or the CSV is rewritten without them

@@ -26,7 +26,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))   # bench_t2i (FLOP counting, DESIGN.md's matmul figure)
-from alchemist.reproduce import TABLES, plan, finished_runs, restore_runs
+from alchemist.reproduce import TABLES, plan, finished_runs, restore_runs, tables_for
 from alchemist.experiments import RATER_SAMPLERS
 
 # one-thread training images/s at 32 px, UNet s measured (T3 paper runs: 32-35 img/s); others scaled by bench ratios
@@ -81,7 +81,7 @@ def budget(profile: str):
     "Per table: runs (shared runs counted once, where first listed), finished runs, estimated and measured seconds."
     seen, raters = set(), set()
     done_keys = finished_runs(None, profile)
-    plans = {name: plan(name, profile) for name in TABLES}
+    plans = {name: plan(name, profile) for name in tables_for(profile)}   # a table may leave a profile out
     # runs recorded in the committed results CSVs count as finished even where runs/ is empty (a new clone): reproduce restores them
     recorded = {}
     for name, runs in plans.items():
@@ -94,7 +94,7 @@ def budget(profile: str):
     per = defaultdict(lambda: dict(runs=0, done=0, raters=0, est=0.0, est_left=0.0, measured=0.0, est_of_done=0.0))
     corpora = set()
     for name, t in TABLES.items():
-        for r in plans[name]:
+        for r in plans.get(name, []):
             c = json.loads(r.config_key)
             if t.shares_runs:
                 if r.config_key in seen: continue
