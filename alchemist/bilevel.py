@@ -79,7 +79,10 @@ class MetaConfig:
     reference_model: str = ''        # 'penalty' only: '' (released code) | 'warmup' (snapshot after epoch 0) | path to a proxy state_dict (Eq. 6)
     rater_signal: str = 'loss'       # 'penalty' only: 'loss' (released code: W' x sg[l]) | 'centered' (W' x sg[l - mean_B l]: no push of every weight to 0)
     align_distill: str = 'bce'       # 'alignment': 'bce' (instance vs w/max w, group vs positive share) | 'ce' (softmax vs w) |
-                                     # 'rank' (ours: instance vs the pair's percentile of alignment in its batch, the supervised control's target)
+                                     # 'rank' (ours: instance vs the pair's percentile of alignment in its batch, the supervised control's target) |
+                                     # 'rank_gain' (ours: instance vs a mix of the percentiles of alignment and of conditioning gain, `gain_weight`)
+    gain_weight: float = 0.5         # align_distill='rank_gain': target = (1 - gain_weight) rank(a) + gain_weight rank(gain), with the gain
+                                     # l_i(x_i,∅) - l_i(x_i,c_i) of each train pair under the current proxy (same timesteps and noise)
     align_normalize: bool = False    # 'alignment': a_i = cos(g_i, g_ref) (per-sample gradients at unit norm, against the norm bias) instead of <g_i, g_ref>
     vmap_chunk: int = 16             # 'alignment': per-sample gradients computed this many at a time (memory)
     outer: str = 'loss'              # 'unrolled'/'alignment' outer objective on the reference: 'loss' (the paper) | 'conditional' (ours:
@@ -116,7 +119,9 @@ class MetaConfig:
         if self.mode not in MODES: raise ConfigError(f"MetaConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.timesteps not in TIMESTEPS: raise ConfigError(f"MetaConfig.timesteps must be one of {TIMESTEPS}, got {self.timesteps!r}")
         if self.rater_signal not in ('loss', 'centered'): raise ConfigError(f"MetaConfig.rater_signal must be 'loss' or 'centered', got {self.rater_signal!r}")
-        if self.align_distill not in ('bce', 'ce', 'rank'): raise ConfigError(f"MetaConfig.align_distill must be 'bce', 'ce' or 'rank', got {self.align_distill!r}")
+        if self.align_distill not in ('bce', 'ce', 'rank', 'rank_gain'):
+            raise ConfigError(f"MetaConfig.align_distill must be 'bce', 'ce', 'rank' or 'rank_gain', got {self.align_distill!r}")
+        if not 0 <= self.gain_weight <= 1: raise ConfigError(f"MetaConfig.gain_weight must be in [0, 1], got {self.gain_weight}")
         if self.ref_batch < 0: raise ConfigError(f"MetaConfig.ref_batch must be >= 0, got {self.ref_batch}")
         if self.inner_steps < 1: raise ConfigError("MetaConfig.inner_steps must be >= 1")
         if self.reference_model and self.mode != 'penalty': raise ConfigError("MetaConfig.reference_model is a 'penalty' option (paper Eq. 6)")
@@ -129,6 +134,7 @@ class MetaConfig:
             raise ConfigError("MetaConfig.outer is an 'unrolled'/'alignment' option: the penalty rater reads train losses (see rater_signal)")
         if self.outer_beta < 0: raise ConfigError(f"MetaConfig.outer_beta must be >= 0, got {self.outer_beta}")
         if self.align_normalize and self.mode != 'alignment': raise ConfigError("MetaConfig.align_normalize is an 'alignment' option")
+        if self.align_distill == 'rank_gain' and self.mode != 'alignment': raise ConfigError("MetaConfig.align_distill='rank_gain' is an 'alignment' option")
         if self.warm_on not in ('reference', 'pool'): raise ConfigError(f"MetaConfig.warm_on must be 'reference' or 'pool', got {self.warm_on!r}")
         if self.warm_steps and self.proxy == 'tiny':
             raise ConfigError("MetaConfig.warm_steps needs an alchemist.t2i proxy (proxy='unet' or 'pixart'): the warm-up is alchemist.train.fit, which trains those")
@@ -815,6 +821,9 @@ class MetaState:
         params, buffers = dict(lm.named_parameters()), dict(lm.named_buffers())
         with use_math_attention():   # double backward on CPU needs the math kernel
             a, w, G, gv, l, L_val = alignment_weights(lm, params, buffers, bt, bv, cfg.vmap_chunk or None, cfg.align_normalize, outer_beta(cfg))
+        gain = None
+        if cfg.align_distill == 'rank_gain':   # each train pair's conditioning gain l(x,∅) - l(x,c) under the proxy before its step
+            with torch.no_grad(): gain = _loss(lm, {**params, **buffers}, null_text(bt)) - l
         names, pp = list(params), list(params.values())
         opt.zero_grad(set_to_none=True)
         _set_grads(pp, [lam * gv[k] + (1 - lam) * torch.einsum('b,b...->...', w, G[k]) for k in names])
@@ -823,6 +832,12 @@ class MetaState:
         if cfg.align_distill == 'ce':
             q = torch.softmax(o.instance / R.cfg.softmax_temperature, 0)
             L_r = -(w * torch.log(q + 1e-12)).sum()
+        elif cfg.align_distill == 'rank_gain':
+            # Ours, not in the paper. The supervised control (reports/rater_fit_paper.md: the rater fitted directly to each
+            # signal) finds the conditioning gain the better teacher of caption mismatch (randconv+tokens AUROC 0.905 against
+            # 0.79 fitted to alignment) and alignment the better teacher of image defects (noise 0.82 against 0.56): mix both ranks.
+            target = (1 - cfg.gain_weight) * batch_percentile(a) + cfg.gain_weight * batch_percentile(gain)
+            L_r = F.binary_cross_entropy(o.instance, target.to(o.instance.dtype))
         else:
             target = batch_percentile(a) if cfg.align_distill == 'rank' else (w / w.max() if w.max() > 0 else w)
             L_r = F.binary_cross_entropy(o.instance, target.to(o.instance.dtype))
@@ -830,7 +845,8 @@ class MetaState:
             share = a.clamp_min(0).sum() / a.abs().sum().clamp_min(1e-12)
             L_r = L_r + F.binary_cross_entropy(o.group, share.to(o.group.dtype))
         return dict(l_val=float(L_val), l_train=float(l.mean()), loss_rater=float(L_r.detach()), pos_frac=float((a > 0).float().mean()),
-                    w_std=float(o.weight.detach().std()), group=float(o.group.detach())), self._rater_grads(L_r)
+                    w_std=float(o.weight.detach().std()), group=float(o.group.detach()),
+                    **({} if gain is None else dict(gain=float(gain.mean())))), self._rater_grads(L_r)
 
 # %% ../nbs/07_bilevel.ipynb #6dd5f49d
 def meta_gradient_fd_check(inner_steps: int = 2, resolution: int = 8, seed: int = 0, n_dirs: int = 3, eps: float = 1e-6,

@@ -44,6 +44,7 @@ VARIANTS = {
     'unrolled-k2': dict(mode='unrolled', inner_steps=2, outer='conditional'),     # K = 2
     'alignment': dict(mode='alignment', outer='conditional', align_normalize=True),  # Ren et al., cosine alignment
     'alignment-rank': dict(mode='alignment', outer='conditional', align_normalize=True, align_distill='rank'),  # ... the rater fitted to ranks (ours)
+    'alignment-rank-gain': dict(mode='alignment', outer='conditional', align_normalize=True, align_distill='rank_gain'),  # ... to ranks of alignment and conditioning gain (ours)
 }
 SIGNAL_TIMESTEPS = 8   # fixed stratified timesteps of the warm proxy's per-sample signals (issue 17's table used 8)
 ALL_INPUTS = ('pixels+pooled', 'pixels+tokens', 'randconv+pooled', 'effnet+pooled', 'effnet+tokens')
