@@ -811,6 +811,13 @@ class MetaState:
             L_out, inner, st = unrolled_outer_loss(lm, params, buffers, R, bts, bv, cfg.inner_lr, outer_beta=outer_beta(cfg))
             grads = torch.autograd.grad(L_out, rp + pp, allow_unused=True)
         g_r, g_look = grads[:len(rp)], grads[len(rp):]
+        if lam > 0 and outer_beta(cfg):
+            # the proxy's held-out term reads the plain reference loss: descending l + beta (l - l(x,∅)) it would learn to
+            # break its unconditional branch (l(x,∅) up, the objective unbounded below), which T1 paper's raters did for
+            # their first ~150 meta-steps (l_val -1 to -2); the conditioning term is there to shape the rater's signal only
+            with use_math_attention():
+                L_plain = unrolled_outer_loss(lm, params, buffers, R, bts, bv, cfg.inner_lr, outer_beta=0.0)[0]
+                g_look = torch.autograd.grad(L_plain, pp, allow_unused=True)
         g_in = [sum(gs[j] for gs in inner) / len(inner) for j in range(len(pp))]
         g_p = [lam * (gl if gl is not None else torch.zeros_like(gi)) + (1 - lam) * gi for gl, gi in zip(g_look, g_in)]
         opt.zero_grad(set_to_none=True); _set_grads(pp, g_p); _clip_step(opt, pp, cfg.clip)
@@ -825,6 +832,9 @@ class MetaState:
         if cfg.align_distill == 'rank_gain':   # each train pair's conditioning gain l(x,∅) - l(x,c) under the proxy before its step
             with torch.no_grad(): gain = _loss(lm, {**params, **buffers}, null_text(bt)) - l
         names, pp = list(params), list(params.values())
+        if lam > 0 and outer_beta(cfg):   # the proxy descends the plain reference loss, never the conditioning term (see _unrolled)
+            p0 = {k: v.detach() for k, v in params.items()}
+            with use_math_attention(): gv = torch.func.grad(lambda q: outer_loss(lm, {**q, **buffers}, bv, 0.0))(p0)
         opt.zero_grad(set_to_none=True)
         _set_grads(pp, [lam * gv[k] + (1 - lam) * torch.einsum('b,b...->...', w, G[k]) for k in names])
         _clip_step(opt, pp, cfg.clip)
