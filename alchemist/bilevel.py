@@ -842,14 +842,13 @@ class MetaState:
         if cfg.align_distill == 'ce':
             q = torch.softmax(o.instance / R.cfg.softmax_temperature, 0)
             L_r = -(w * torch.log(q + 1e-12)).sum()
-        elif cfg.align_distill == 'rank_gain':
-            # Ours, not in the paper. The supervised control (reports/rater_fit_paper.md: the rater fitted directly to each
-            # signal) finds the conditioning gain the better teacher of caption mismatch (randconv+tokens AUROC 0.905 against
-            # 0.79 fitted to alignment) and alignment the better teacher of image defects (noise 0.82 against 0.56): mix both ranks.
-            target = (1 - cfg.gain_weight) * batch_percentile(a) + cfg.gain_weight * batch_percentile(gain)
-            L_r = F.binary_cross_entropy(o.instance, target.to(o.instance.dtype))
         else:
-            target = batch_percentile(a) if cfg.align_distill == 'rank' else (w / w.max() if w.max() > 0 else w)
+            if cfg.align_distill == 'rank_gain':
+                # Ours, not in the paper. The supervised control (reports/rater_fit_paper.md: the rater fitted directly to each
+                # signal) finds the conditioning gain the better teacher of caption mismatch (randconv+tokens AUROC 0.905 against
+                # 0.79 fitted to alignment) and alignment the better teacher of image defects (noise 0.82 against 0.56): mix both ranks.
+                target = (1 - cfg.gain_weight) * batch_percentile(a) + cfg.gain_weight * batch_percentile(gain)
+            else: target = batch_percentile(a) if cfg.align_distill == 'rank' else (w / w.max() if w.max() > 0 else w)
             L_r = F.binary_cross_entropy(o.instance, target.to(o.instance.dtype))
         if R.group_mlp is not None:
             share = a.clamp_min(0).sum() / a.abs().sum().clamp_min(1e-12)

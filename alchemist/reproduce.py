@@ -108,8 +108,8 @@ def _expand(entry, where: str) -> list[tuple[dict, dict]]:
         else: out += [({**full, 'seed': seed}, {**s, 'seed': seed}) for seed in seeds]
     return out
 
-def _load_pairs(path: str | Path, profile: str) -> list[tuple[dict, dict]]:
-    path = Path(path); check_profile(profile)
+def _profiles(path: Path) -> dict:
+    "The checked top-level `profiles` mapping of YAML file `path`; errors name the file."
     if not path.exists(): raise FileNotFoundError(f"no such parameter file: {path}")
     try: doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML: {e}") from e
@@ -117,8 +117,13 @@ def _load_pairs(path: str | Path, profile: str) -> list[tuple[dict, dict]]:
         raise ConfigError(f"{path}: expected a top-level 'profiles' mapping")
     bad = set(doc['profiles']) - set(PROFILES)
     if bad: raise ConfigError(f"{path}: unknown profile(s) {sorted(bad)}")
-    if profile not in doc['profiles']: raise ConfigError(f"{path}: no parameter sets for profile '{profile}'")
-    return _expand(doc['profiles'][profile], f"{path.name}:profiles.{profile}")
+    return doc['profiles']
+
+def _load_pairs(path: str | Path, profile: str) -> list[tuple[dict, dict]]:
+    path = Path(path); check_profile(profile)
+    profiles = _profiles(path)
+    if profile not in profiles: raise ConfigError(f"{path}: no parameter sets for profile '{profile}'")
+    return _expand(profiles[profile], f"{path.name}:profiles.{profile}")
 
 def load_sets(path: str | Path, profile: str) -> list[dict]:
     "The expanded parameter sets of `profile` in YAML file `path`; errors name the file."
@@ -128,8 +133,7 @@ def has_profile(path: str | Path, profile: str) -> bool:
     """Does YAML file `path` define parameter sets for `profile`? (A table may leave a profile out: the quick profile runs only
     the tables that can resolve at its budget.)"""
     check_profile(profile)
-    doc = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else None
-    return isinstance(doc, dict) and isinstance(doc.get('profiles'), dict) and profile in doc['profiles']
+    return Path(path).exists() and profile in _profiles(Path(path))
 
 # %% ../nbs/13b_reproduce.ipynb #1f23de1a
 def experiment_config_cls():
