@@ -4,21 +4,22 @@
 
 # %% ../nbs/15_reports.ipynb #2d30b04c
 from __future__ import annotations
-import math, shutil
+import ast, math, shutil
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RECORD_COLS', 'METRICS', 'BUDGETS', 'DEFAULT_BUDGET', 'QUALITY_METRICS', 'REFERENCES', 'GAP_CONTEXT', 'GAP_SPREADS',
-           'QUALITY', 'MAIN_METRICS', 'FLATTEN_FRAC', 'CLAIM_FIELDS', 'CLAIM_OPTIONAL', 'BANDS', 'DELTA', 'CLAIM_KINDS',
-           'SEED_SYSTEMS', 'ATTRIBUTION_COSINES', 'SFT_QUALITY', 'SFT_CLAIMS', 'SEED_COLS', 'README_BEGIN',
-           'README_END', 'CLAIMS_NOTE', 'HEADLINE_METRICS', 'results_dir', 'load_results', 'with_budget',
-           'budget_heading', 'param_cols', 'varying', 'metric_cols', 'fmt_mean_std', 'summarize', 'mean_std_table',
-           'gap_share_col', 'gap_keys', 'add_gap_shares', 'oracle_gaps', 'gap_note', 'gap_table', 'time_to_quality',
-           'speedups', 'seed_count', 'bar_figure', 'line_figure', 'budget_sections', 'gap_lines', 'main_and_details',
-           'selection_cost', 'report_table', 'write_reports', 'flattening_step', 'records_as_metrics',
-           'resolution_table', 'flattening_text', 'regime_sections', 'compare', 'claims_path', 'claim_metrics',
-           'load_claims', 'claims', 'claims_md', 'write_headline', 'load_seed_systems', 'attribution_claims',
-           'curator_sft_claims', 'attribution_table', 'seed_systems_lines', 'headline_block', 'update_readme_headline',
+__all__ = ['RECORD_COLS', 'METRICS', 'BUDGETS', 'DEFAULT_BUDGET', 'RATER_DEFAULTS', 'RATER_COLS', 'QUALITY_METRICS', 'REFERENCES',
+           'GAP_CONTEXT', 'GAP_SPREADS', 'QUALITY', 'MAIN_METRICS', 'FLATTEN_FRAC', 'CLAIM_FIELDS', 'CLAIM_OPTIONAL',
+           'BANDS', 'DELTA', 'CLAIM_KINDS', 'SEED_SYSTEMS', 'ATTRIBUTION_COSINES', 'SFT_QUALITY', 'SFT_CLAIMS',
+           'SEED_COLS', 'README_BEGIN', 'README_END', 'CLAIMS_NOTE', 'HEADLINE_METRICS', 'results_dir', 'load_results',
+           'with_budget', 'with_rater_columns', 'rater_labels', 'budget_heading', 'param_cols', 'varying',
+           'metric_cols', 'fmt_mean_std', 'summarize', 'mean_std_table', 'gap_share_col', 'gap_keys', 'add_gap_shares',
+           'oracle_gaps', 'gap_note', 'gap_table', 'time_to_quality', 'speedups', 'seed_count', 'bar_figure',
+           'line_figure', 'budget_sections', 'gap_lines', 'main_and_details', 'selection_cost', 'report_table',
+           'write_reports', 'flattening_step', 'records_as_metrics', 'resolution_table', 'flattening_text',
+           'regime_sections', 'compare', 'claims_path', 'claim_metrics', 'load_claims', 'selector_cols', 'rater_views',
+           'claims', 'claims_md', 'write_headline', 'load_seed_systems', 'attribution_claims', 'curator_sft_claims',
+           'attribution_table', 'seed_systems_lines', 'headline_block', 'update_readme_headline',
            'refresh_readme_headline']
 
 # %% ../nbs/15_reports.ipynb #6e7619ea
@@ -57,7 +58,7 @@ def load_results(path: str | Path | None = None) -> dict[str, pd.DataFrame]:
     for p in sorted(path.glob('*.csv')):
         table = p.stem.removesuffix('_records').rpartition('_')[0]
         if table not in TABLES: continue
-        try: out[p.stem] = with_budget(pd.read_csv(p))
+        try: out[p.stem] = with_rater_columns(with_budget(pd.read_csv(p)))
         except Exception as e: raise ValueError(f"cannot read results file {p}: {e}") from e
     return out
 
@@ -67,13 +68,50 @@ def with_budget(df: pd.DataFrame) -> pd.DataFrame:
     b = df['budget'] if 'budget' in df.columns else pd.Series(np.nan, index=df.index, dtype=object)
     return df.assign(budget=b.astype(object).where(b.notna(), DEFAULT_BUDGET).astype(str))
 
+# Rater fields added after runs finished (issue 17): a rater row collected without one had its default.
+RATER_DEFAULTS = {'rater_inputs': 'pixels+pooled'}
+
+def with_rater_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its raters' settings readable in a table: the `meta` overrides (a dict per row, stored as text in the CSV)
+    spread into one `meta.<field>` column each, so a table shows the fields that differ rather than the whole dict; and a
+    missing `RATER_DEFAULTS` field of an `alchemist` row set to its default. Rows without a rater keep NaN ('–' in tables)."""
+    if 'meta' in df.columns:
+        def parse(v):
+            if isinstance(v, dict): return v
+            if isinstance(v, str) and v.strip().startswith('{'):
+                try: return ast.literal_eval(v)
+                except (ValueError, SyntaxError) as e: raise ValueError(f"results column 'meta' holds {v[:60]!r}, not a dict: {e}") from None
+            return {}
+        parsed = [parse(v) for v in df['meta']]
+        keys = sorted({k for d in parsed for k in d})
+        df = df.drop(columns='meta').assign(**{f'meta.{k}': pd.Series([d.get(k, np.nan) for d in parsed], index=df.index, dtype=object)
+                                               for k in keys})
+    if 'method' in df.columns:
+        rated = df['method'].astype(str).eq('alchemist')
+        for c, v in RATER_DEFAULTS.items():
+            if c in df.columns: df = df.assign(**{c: df[c].astype(object).where(df[c].notna() | ~rated, v)})
+        df = df.assign(rater=rater_labels(df))
+    return df
+
+RATER_COLS = ('meta_mode', 'meta_preset', 'group_mlp', 'meta_epochs', *RATER_DEFAULTS)   # with every `meta.<field>`: what makes one rater
+
+def rater_labels(df: pd.DataFrame) -> pd.Series:
+    """Per row, the rater setting of an `alchemist` row as `field=value` over the rater fields that differ between the table's
+    `alchemist` rows ('default' when they all share one), NaN for rows without a rater. Two raters are never averaged together."""
+    rated = df['method'].astype(str).eq('alchemist')
+    cols = [c for c in (*RATER_COLS, *(c for c in df.columns if c.startswith('meta.'))) if c in df.columns]
+    diff = [c for c in cols if df.loc[rated, c].astype(object).where(df.loc[rated, c].notna(), '–').astype(str).nunique() > 1]
+    lab = (df[diff].astype(object).where(df[diff].notna(), '–').astype(str).radd([f'{c.removeprefix("meta.")}=' for c in diff])
+           .agg(' '.join, axis=1)) if diff else pd.Series('default', index=df.index)
+    return lab.where(rated, np.nan).astype(object)
+
 def budget_heading(budget: str) -> str:
     "'budget: steps (every subset the same number of steps)': the convention named, for section headings."
     return f"budget: {budget} ({BUDGETS.get(budget, 'unknown convention')})"
 
 def param_cols(df: pd.DataFrame) -> list[str]:
     "The parameter columns of a results table (everything that is neither a metric nor part of the record, nor the seed)."
-    return [c for c in df.columns if not c.startswith('metrics.') and c not in RECORD_COLS and c != 'seed']
+    return [c for c in df.columns if not c.startswith('metrics.') and c not in RECORD_COLS and c not in ('seed', 'rater')]   # `rater` is derived
 
 def varying(df: pd.DataFrame, cols: list[str] | None = None) -> list[str]:
     "Parameter columns that take more than one value in `df` (the ones a table must show)."
@@ -119,6 +157,8 @@ def mean_std_table(df: pd.DataFrame, by: list[str], metrics: list[str] | None = 
     if not metrics:   # nothing numeric to average: just the configurations and their seed counts
         n = df.groupby(by, sort=False, dropna=False).size() if by else pd.Series([len(df)])
         return n.rename('seeds').reset_index() if by else n.rename('seeds').to_frame()
+    # why: pivot_table drops groups with a missing key (a rater setting on the rows of methods without a rater)
+    df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), '–') for c in by})
     s = summarize(df, by, metrics)
     heads = {m: h + (' ↓' if b == 'lower' else ' ↑' if b == 'higher' else '') for m, h, b in METRICS}
     s['cell'] = [fmt_mean_std(a, b, digits) for a, b in zip(s['mean'], s['std'])]
@@ -259,7 +299,7 @@ def _save(fig, path: Path) -> Path:
     plt.close(fig); return path
 
 def _label(df: pd.DataFrame, cols: list[str]) -> pd.Series:
-    return df[cols].astype(str).agg(' '.join, axis=1) if cols else pd.Series(['all'] * len(df), index=df.index)
+    return df[cols].astype(object).where(df[cols].notna(), '–').astype(str).agg(' '.join, axis=1) if cols else pd.Series(['all'] * len(df), index=df.index)
 
 def bar_figure(df: pd.DataFrame, metric: str, by: list[str], path: Path, title: str = '') -> Path | None:
     "Mean ± sd bars of `metric` per configuration (`by`), one panel per corpus."
@@ -667,6 +707,20 @@ def _measured(df: pd.DataFrame, corpus: str, metric: str) -> bool:
     col = f'metrics.{metric}'
     return col in df.columns and df.loc[df['corpus'].astype(str) == corpus, col].notna().any()
 
+def selector_cols(df: pd.DataFrame) -> list[str]:
+    "The columns that name a selector in a summary table: method and retention, and `rater` when the table holds several raters."
+    return [c for c in ('method', 'retention') if c in df.columns] + (['rater'] if 'rater' in df.columns and df['rater'].nunique() > 1 else [])
+
+def rater_views(df: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
+    """(rater, rows) per rater setting of a table's `alchemist` rows, each with every other method's rows beside it; one (None, df)
+    when the table has at most one rater. Why: a claim about Alchemist is checked per rater, never on seeds of two raters pooled."""
+    labels = df['rater'].dropna().unique() if 'rater' in df.columns else []
+    if len(labels) < 2: return [(None, df)]
+    return [(r, df[df['rater'].isna() | (df['rater'] == r)]) for r in labels]
+
+def _mentions_alchemist(e: dict) -> bool:
+    return any(isinstance(s, dict) and s.get('method') == 'alchemist' for s in (e['a'], e['b']))
+
 def claims(res: dict[str, pd.DataFrame], profile: str, spec: list[dict] | None = None) -> pd.DataFrame:
     "Check the paper's testable claims (`spec`, default `claims.yaml`) on the results of `profile`; one row per claim, corpus, budget and metric."
     spec = load_claims() if spec is None else spec
@@ -675,14 +729,21 @@ def claims(res: dict[str, pd.DataFrame], profile: str, spec: list[dict] | None =
         df = res.get(f'{table}_{profile}')
         if df is None or 'corpus' not in df: continue
         df = with_budget(df)
-        for c in sorted(df['corpus'].astype(str).unique()):
-            for b, d in budget_sections(df):
-                if not (d['corpus'].astype(str) == c).any(): continue
-                for e in (e for e in spec if e['table'] == table):
-                    for m, better in claim_metrics(e):
-                        if 'metrics' in e and not _measured(d, c, m): continue   # e.g. attribute accuracy off the synthetic corpus
-                        rows += CLAIM_KINDS[e['kind']]({**e, 'metric': m, 'better': better, '_budget': b or '–'}, d, c)
-    return pd.DataFrame(rows)
+        for k, (rater, dr) in enumerate(rater_views(df)):
+            for c in sorted(dr['corpus'].astype(str).unique()):
+                for b, d in budget_sections(dr):
+                    if not (d['corpus'].astype(str) == c).any(): continue
+                    for e in (e for e in spec if e['table'] == table):
+                        if k and not _mentions_alchemist(e): continue   # a claim without Alchemist is checked once
+                        for m, better in claim_metrics(e):
+                            if 'metrics' in e and not _measured(d, c, m): continue   # e.g. attribute accuracy off the synthetic corpus
+                            got = CLAIM_KINDS[e['kind']]({**e, 'metric': m, 'better': better, '_budget': b or '–'}, d, c)
+                            rows += [dict(g, rater=rater if _mentions_alchemist(e) else '–') for g in got] if rater else got
+    out = pd.DataFrame(rows)
+    if 'rater' in out.columns:   # next to the claim it qualifies
+        out = out[[*(x for x in out.columns[:out.columns.get_loc('claim') + 1] if x != 'rater'), 'rater',
+                   *(x for x in out.columns[out.columns.get_loc('claim') + 1:] if x != 'rater')]].fillna({'rater': '–'})
+    return out
 
 def claims_md(cl: pd.DataFrame) -> str:
     "The claims table as markdown: signed differences, '–' where there is none, numbers kept as written."
@@ -696,7 +757,7 @@ def write_headline(profile: str, results_dir: str | Path | None = None, out_dir:
     if t1 is None: return None
     t1 = add_gap_shares(with_budget(t1))
     out = Path(out_dir or reports_dir())
-    by = [c for c in ('method', 'retention') if c in t1.columns]
+    by = selector_cols(t1)
     lines = [f"# Headline: Table 1 at the `{profile}` profile", '',
              f"Generated from `reports/results/T1_{profile}.csv` by `alchemist.reports.write_headline`; not typed by hand. "
              f"Mean ± std over seeds. FD-EffNet is a Fréchet distance on EfficientNet-Lite0 features (not the standard FID); "
@@ -826,8 +887,8 @@ def _profile_block(res: dict[str, pd.DataFrame], prof: str) -> list[str]:
         return [f"### Profile `{prof}`: {PROFILES[prof].note if prof in PROFILES else ''}", '',
                 "No Table 1 or 3 results at this profile yet. The claims its other tables measured:", '', CLAIMS_NOTE, '',
                 claims_md(cl), ''] if len(cl) else []
-    t = add_gap_shares(with_budget(res[name])); by = [c for c in ('method', 'retention') if c in t.columns]
-    n_seeds = t.groupby(by)['seed'].nunique().min() if 'seed' in t else '?'
+    t = add_gap_shares(with_budget(res[name])); by = selector_cols(t)
+    n_seeds = t.groupby(by, dropna=False)['seed'].nunique().min() if 'seed' in t else '?'
     def vals(c): return '/'.join(sorted(t[c].astype(str).unique())) if c in t.columns else '?'
     lines = [f"### Profile `{prof}`: {PROFILES[prof].note if prof in PROFILES else ''} ({vals('resolution')} px, {vals('corpus_n')} pairs per corpus, "
              f"{vals('epochs')} epochs of the subset)", '',
