@@ -12,7 +12,7 @@ __all__ = ['RECORD_COLS', 'METRICS', 'BUDGETS', 'DEFAULT_BUDGET', 'RATER_DEFAULT
            'GAP_CONTEXT', 'GAP_SPREADS', 'QUALITY', 'MAIN_METRICS', 'FLATTEN_FRAC', 'CLAIM_FIELDS', 'CLAIM_OPTIONAL',
            'BANDS', 'DELTA', 'CLAIM_KINDS', 'SEED_SYSTEMS', 'ATTRIBUTION_COSINES', 'SFT_QUALITY', 'SFT_CLAIMS',
            'SEED_COLS', 'README_BEGIN', 'README_END', 'CLAIMS_NOTE', 'HEADLINE_METRICS', 'results_dir', 'load_results',
-           'with_budget', 'with_rater_columns', 'rater_labels', 'budget_heading', 'param_cols', 'varying',
+           'with_budget', 'shown', 'with_rater_columns', 'rater_labels', 'budget_heading', 'param_cols', 'varying',
            'metric_cols', 'fmt_mean_std', 'summarize', 'mean_std_table', 'gap_share_col', 'gap_keys', 'add_gap_shares',
            'oracle_gaps', 'gap_note', 'gap_table', 'time_to_quality', 'speedups', 'seed_count', 'bar_figure',
            'line_figure', 'budget_sections', 'gap_lines', 'main_and_details', 'selection_cost', 'report_table',
@@ -68,6 +68,10 @@ def with_budget(df: pd.DataFrame) -> pd.DataFrame:
     b = df['budget'] if 'budget' in df.columns else pd.Series(np.nan, index=df.index, dtype=object)
     return df.assign(budget=b.astype(object).where(b.notna(), DEFAULT_BUDGET).astype(str))
 
+def shown(x):
+    "`x` (a Series or DataFrame) as object values with every missing one written '–', as tables show it."
+    return x.astype(object).where(x.notna(), '–')
+
 # Rater fields added after runs finished (issue 17): a rater row collected without one had its default.
 RATER_DEFAULTS = {'rater_inputs': 'pixels+pooled'}
 
@@ -100,8 +104,8 @@ def rater_labels(df: pd.DataFrame) -> pd.Series:
     `alchemist` rows ('default' when they all share one), NaN for rows without a rater. Two raters are never averaged together."""
     rated = df['method'].astype(str).eq('alchemist')
     cols = [c for c in (*RATER_COLS, *(c for c in df.columns if c.startswith('meta.'))) if c in df.columns]
-    diff = [c for c in cols if df.loc[rated, c].astype(object).where(df.loc[rated, c].notna(), '–').astype(str).nunique() > 1]
-    lab = (df[diff].astype(object).where(df[diff].notna(), '–').astype(str).radd([f'{c.removeprefix("meta.")}=' for c in diff])
+    diff = [c for c in cols if shown(df.loc[rated, c]).astype(str).nunique() > 1]
+    lab = (shown(df[diff]).astype(str).radd([f'{c.removeprefix("meta.")}=' for c in diff])
            .agg(' '.join, axis=1)) if diff else pd.Series('default', index=df.index)
     return lab.where(rated, np.nan).astype(object)
 
@@ -158,7 +162,7 @@ def mean_std_table(df: pd.DataFrame, by: list[str], metrics: list[str] | None = 
         n = df.groupby(by, sort=False, dropna=False).size() if by else pd.Series([len(df)])
         return n.rename('seeds').reset_index() if by else n.rename('seeds').to_frame()
     # why: pivot_table drops groups with a missing key (a rater setting on the rows of methods without a rater)
-    df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), '–') for c in by})
+    df = df.assign(**{c: shown(df[c]) for c in by})
     s = summarize(df, by, metrics)
     heads = {m: h + (' ↓' if b == 'lower' else ' ↑' if b == 'higher' else '') for m, h, b in METRICS}
     s['cell'] = [fmt_mean_std(a, b, digits) for a, b in zip(s['mean'], s['std'])]
@@ -299,7 +303,7 @@ def _save(fig, path: Path) -> Path:
     plt.close(fig); return path
 
 def _label(df: pd.DataFrame, cols: list[str]) -> pd.Series:
-    return df[cols].astype(object).where(df[cols].notna(), '–').astype(str).agg(' '.join, axis=1) if cols else pd.Series(['all'] * len(df), index=df.index)
+    return shown(df[cols]).astype(str).agg(' '.join, axis=1) if cols else pd.Series(['all'] * len(df), index=df.index)
 
 def bar_figure(df: pd.DataFrame, metric: str, by: list[str], path: Path, title: str = '') -> Path | None:
     "Mean ± sd bars of `metric` per configuration (`by`), one panel per corpus."
