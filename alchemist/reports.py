@@ -745,8 +745,7 @@ def claims(res: dict[str, pd.DataFrame], profile: str, spec: list[dict] | None =
                             rows += [dict(g, rater=rater if _mentions_alchemist(e) else '–') for g in got] if rater else got
     out = pd.DataFrame(rows)
     if 'rater' in out.columns:   # next to the claim it qualifies
-        out = out[[*(x for x in out.columns[:out.columns.get_loc('claim') + 1] if x != 'rater'), 'rater',
-                   *(x for x in out.columns[out.columns.get_loc('claim') + 1:] if x != 'rater')]].fillna({'rater': '–'})
+        r = out.pop('rater').fillna('–'); out.insert(out.columns.get_loc('claim') + 1, 'rater', r)
     return out
 
 def claims_md(cl: pd.DataFrame) -> str:

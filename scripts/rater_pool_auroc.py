@@ -26,10 +26,10 @@ def rater_checkpoint(folder: Path) -> Path:
     return hits[0]
 
 
-def seed_of(folder: Path) -> int:
-    "The seed in a rater folder's name (`...-s<seed>-...` or `...-s<seed>`), -1 if none."
-    parts = [p for p in Path(folder).name.split('-') if p[:1] == 's' and p[1:].isdigit()]
-    return int(parts[-1][1:]) if parts else -1
+def seed_of(ck: Path) -> int:
+    "The meta-training seed recorded beside a rater checkpoint (its `run.json`), -1 if none was recorded."
+    run = Path(ck).parent/'run.json'
+    return int(json.loads(run.read_text()).get('config', {}).get('seed', -1)) if run.exists() else -1
 
 
 def main(argv=None):
@@ -51,7 +51,7 @@ def main(argv=None):
     for folder, ck in cks:
         rater = load_rater(ck, device=a.device)
         split = attach_image_features(base, rater.cfg, a.device, corpus/'cache')['train']
-        got = defect_rows(score_split(rater, split, 256, 'paper'), split.defect, corpus=a.corpus, rater=folder.name, seed=seed_of(folder))
+        got = defect_rows(score_split(rater, split, 256, 'paper'), split.defect, corpus=a.corpus, rater=folder.name, seed=seed_of(ck))
         rows += got
         print(f"{folder.name}: " + ', '.join(f"{x['defect']} {x['auroc']:.3f}" for x in got), flush=True)
     df = pd.DataFrame(rows)
